@@ -1,0 +1,58 @@
+# The two commands of the README contract: `make demo` and `make test`.
+# Both set everything up themselves: a virtualenv in .venv, the packages, and a
+# redis-server from the system's package manager when it is missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DURATION ?= 60
+SOAK_SECONDS ?= 300
+
+.PHONY: demo test lint types unit docs bench soak redis-server clean help
+
+help:
+	@echo "make demo   - run the example bot against the bundled exchange simulator (DURATION=$(DURATION)s)"
+	@echo "make test   - lint, mypy --strict, the whole test suite and the docs build"
+	@echo "make bench  - the benchmarks (not part of make test)"
+	@echo "make soak   - the long fault soak run (not part of make test)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/sbin/redis-server || test -x /usr/bin/redis-server || { \
+	  echo "redis-server missing: installing it from the system's package manager"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	}
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+types: $(STAMP)
+	$(PY) -m mypy --strict src
+
+unit: $(STAMP) redis-server
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
+
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+
+test: lint types unit docs
+
+demo: $(STAMP)
+	$(PY) examples/demo.py --duration $(DURATION)
+
+bench: $(STAMP) redis-server
+	$(PY) benchmarks/run_all.py
+
+soak: $(STAMP) redis-server
+	$(PY) examples/soak.py --seconds $(SOAK_SECONDS)
+
+clean:
+	rm -rf $(VENV) docs/_build .demo .soak .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,53 @@
+"""The operator's command line: ``resilient-trading state|breaker|limits ...``.
+
+Each command group lives in its own ``_cli_<group>.py`` module exposing
+``register(subparsers)``; this module only assembles them. Exit codes: 0 success,
+1 a typed library error (message on stderr, no traceback), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from resilient_trading._errors import ResilienceError
+
+_Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def _groups() -> list[_Register]:
+    groups: list[_Register] = []
+    # Command groups register here, one line each.
+    return groups
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full argument parser (used by ``main`` and by the docs)."""
+    parser = argparse.ArgumentParser(
+        prog="resilient-trading",
+        description="Inspect and repair a running bot's state, breaker and rate budget.",
+    )
+    sub = parser.add_subparsers(dest="group", required=True, metavar="{state,breaker,limits}")
+    for register in _groups():
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``resilient-trading`` command. Returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ResilienceError as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
