@@ -22,6 +22,7 @@ from resilient_trading._errors import (
     TransientError,
     redact,
 )
+from resilient_trading._jsonstore import LockedJsonStore
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "InsufficientFundsError",
     "InvalidRequestError",
     "LockTimeoutError",
+    "LockedJsonStore",
     "NetworkError",
     "NonceError",
     "RateLimitedError",

@@ -17,8 +17,9 @@ _Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _groups() -> list[_Register]:
-    groups: list[_Register] = []
-    # Command groups register here, one line each.
+    from resilient_trading import _cli_state
+
+    groups: list[_Register] = [_cli_state.register]
     return groups
 
 
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ResilienceError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
