@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from resilient_trading import LockedJsonStore  # noqa: E402
+from resilient_trading import LockedJsonStore
 
 N = 300
 
@@ -88,7 +88,7 @@ def main() -> None:
 
     store = LockedJsonStore(os.path.join(tmp, "a.json"))
     conn = sqlite3.connect(os.path.join(tmp, "a.db"))
-    read_ours = per_op(lambda: None if store.read() else None, 20000)
+    read_ours = per_op(lambda: store.read() and None, 20000)
     read_sqlite = per_op(
         lambda: conn.execute("SELECT v FROM kv WHERE k='n'").fetchone() and None, 20000
     )

@@ -5,9 +5,12 @@ Users import from the package root only; every public name is listed in ``__all_
 
 from __future__ import annotations
 
+from resilient_trading._breaker import BreakerState, CircuitBreaker
 from resilient_trading._classify import classify, classify_response, register_rule
+from resilient_trading._client import RateLimitedClient
 from resilient_trading._errors import (
     AuthenticationError,
+    CircuitOpenError,
     CriticalError,
     ExchangeUnavailableError,
     InsufficientFundsError,
@@ -23,11 +26,16 @@ from resilient_trading._errors import (
     redact,
 )
 from resilient_trading._jsonstore import LockedJsonStore
+from resilient_trading._ratelimit import RateLimit, RateLimiter
+from resilient_trading._retry import RetryPolicy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "BreakerState",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "CriticalError",
     "ExchangeUnavailableError",
     "InsufficientFundsError",
@@ -36,9 +44,13 @@ __all__ = [
     "LockedJsonStore",
     "NetworkError",
     "NonceError",
+    "RateLimit",
+    "RateLimitedClient",
     "RateLimitedError",
+    "RateLimiter",
     "RequestTimeoutError",
     "ResilienceError",
+    "RetryPolicy",
     "StateCorruptedError",
     "TransientError",
     "__version__",

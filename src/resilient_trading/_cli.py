@@ -17,9 +17,9 @@ _Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _groups() -> list[_Register]:
-    from resilient_trading import _cli_state
+    from resilient_trading import _cli_breaker, _cli_limits, _cli_state
 
-    groups: list[_Register] = [_cli_state.register]
+    groups: list[_Register] = [_cli_state.register, _cli_breaker.register, _cli_limits.register]
     return groups
 
 

@@ -14,6 +14,7 @@ answer the only question a trading bot must answer at once: *retry, or stop?*
     │   ├── ExchangeUnavailableError 5xx, maintenance, malformed body
     │   ├── NonceError              the exchange refused the nonce (duplicate, stale)
     │   └── LockTimeoutError        a state lock was not acquired in time
+    ├── CircuitOpenError            a breaker refused the call without making it
     └── CriticalError               stop trading and call a human
         ├── AuthenticationError     401/403, unknown wallet, bad signature
         ├── InsufficientFundsError  not enough margin or balance
@@ -34,6 +35,7 @@ import re
 
 __all__ = [
     "AuthenticationError",
+    "CircuitOpenError",
     "CriticalError",
     "ExchangeUnavailableError",
     "InsufficientFundsError",
@@ -174,6 +176,40 @@ class CriticalError(ResilienceError):
     Bad credentials, no margin, an order the exchange will never accept, corrupt state, and
     anything nobody recognises. Do not retry; open (and latch) the circuit breaker.
     """
+
+
+class CircuitOpenError(ResilienceError):
+    """A circuit breaker refused the call without making it.
+
+    Neither transient nor critical: it is the breaker speaking. When ``latched`` is true a
+    critical error opened it and only an operator's reset (``resilient-trading breaker reset``)
+    closes it; otherwise a trial call is allowed from ``retry_at`` on.
+
+    Args:
+        name: The breaker's name.
+        latched: True when a critical error opened the breaker.
+        reason: The error that opened it (type and message).
+        opened_at: When it opened (seconds since the epoch).
+        retry_at: When a trial call is due (``None`` when latched).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str,
+        latched: bool,
+        reason: str | None,
+        opened_at: float | None,
+        retry_at: float | None,
+        operation: str | None = None,
+    ) -> None:
+        self.name = name
+        self.latched = latched
+        self.reason = reason
+        self.opened_at = opened_at
+        self.retry_at = retry_at
+        super().__init__(message, operation=operation)
 
 
 class NetworkError(TransientError):

@@ -12,11 +12,13 @@ import os
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
 from resilient_trading.backends._base import JsonValue, SharedState, Transition
 from resilient_trading.backends._file import FileState
+from resilient_trading.backends._jsonstore import JsonStoreState
 from resilient_trading.backends._memory import MemoryState
 from resilient_trading.backends._redis import RedisState
 
 __all__ = [
     "FileState",
+    "JsonStoreState",
     "JsonValue",
     "MemoryState",
     "RedisState",

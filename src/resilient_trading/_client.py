@@ -1,0 +1,234 @@
+"""RateLimitedClient: wrap any API client once; every call is weighed, guarded and classified.
+
+Per call, from the outside in::
+
+    breaker.call( retry.call( [ limiter.acquire(weight); inner.method(...) ] ) )
+
+The breaker is outermost (an open breaker refuses at once and spends no budget), retry is
+inside it (only a failure that outlasts its retries counts against the breaker), and every
+attempt acquires its own weight before it is sent. Every exception is passed through
+:func:`~resilient_trading.classify`; a 429 pauses the shared limiter so every sharer backs off.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Generic, Protocol, TypeVar
+
+from resilient_trading._classify import classify
+from resilient_trading._errors import RateLimitedError, ResilienceError
+from resilient_trading._ratelimit import RateLimiter, _check_number
+
+__all__ = ["BreakerLike", "RateLimitedClient", "RetryLike", "Weight"]
+
+T = TypeVar("T")
+C = TypeVar("C")
+
+#: A method's weight: a constant, or a function of the call's ``(*args, **kwargs)``.
+Weight = int | Callable[..., int]
+
+
+class BreakerLike(Protocol):
+    """What the client needs of a circuit breaker (:class:`~resilient_trading.CircuitBreaker`)."""
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
+
+    async def call_async(
+        self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any
+    ) -> T: ...
+
+
+class RetryLike(Protocol):
+    """What the client needs of a retry policy (:class:`~resilient_trading.RetryPolicy`)."""
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
+
+    async def call_async(
+        self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any
+    ) -> T: ...
+
+    def call_checked(self, fn: Callable[[], T], check: Callable[[], T | None], /) -> T: ...
+
+
+class RateLimitedClient(Generic[C]):
+    """A proxy for ``inner`` whose methods respect a :class:`RateLimiter`.
+
+    Args:
+        inner: Any object (an SDK's ``Info``, a ``requests.Session``, your own client).
+        limiter: The (possibly shared) budget.
+        weights: Method name → weight (an int, or a function of the call's arguments).
+        default_weight: Weight of methods not in ``weights``.
+        extra_weights: Method name → function of the *result* giving weight spent beyond the
+            up-front weight (for APIs that charge per item returned); charged after the call.
+        breaker: A circuit breaker to guard every call (outermost).
+        retry: A retry policy for every call (inside the breaker).
+        response_check: ``check(method_name, result)`` raising a
+            :class:`~resilient_trading.ResilienceError` for answers that carry an error inside
+            a success (Hyperliquid's ``{"status": "err"}``); runs inside retry.
+        idempotency_checks: Method name → ``check(*args, **kwargs)`` returning what the first
+            attempt achieved, or ``None``; asked before retrying an ambiguous failure so a
+            non-idempotent call (placing an order) is never sent twice.
+        default_pause: Seconds every sharer pauses after a 429 without ``Retry-After``.
+        acquire_timeout: Longest wait for budget before ``RateLimitedError`` (``None``: no cap).
+
+    Example:
+        >>> from resilient_trading import RateLimit, RateLimiter
+        >>> class Api:
+        ...     def ping(self) -> str:
+        ...         return "pong"
+        >>> client = RateLimitedClient(Api(), limiter=RateLimiter(RateLimit(10, 1.0)),
+        ...                            weights={"ping": 2})
+        >>> client.ping()
+        'pong'
+    """
+
+    def __init__(
+        self,
+        inner: C,
+        *,
+        limiter: RateLimiter,
+        weights: Mapping[str, Weight] | None = None,
+        default_weight: int = 1,
+        extra_weights: Mapping[str, Callable[[Any], int]] | None = None,
+        breaker: BreakerLike | None = None,
+        retry: RetryLike | None = None,
+        response_check: Callable[[str, Any], None] | None = None,
+        idempotency_checks: Mapping[str, Callable[..., Any]] | None = None,
+        default_pause: float = 10.0,
+        acquire_timeout: float | None = None,
+    ) -> None:
+        if not isinstance(limiter, RateLimiter):
+            raise TypeError(f"limiter must be a RateLimiter, got {type(limiter).__name__}")
+        if isinstance(default_weight, bool) or not isinstance(default_weight, int):
+            raise TypeError(f"default_weight must be an int, got {default_weight!r}")
+        if default_weight < 0:
+            raise ValueError(f"default_weight must be >= 0, got {default_weight!r}")
+        for name, weight in (weights or {}).items():
+            if not (callable(weight) or (isinstance(weight, int) and not isinstance(weight, bool))):
+                raise TypeError(f"weight of {name!r} must be an int or a callable, got {weight!r}")
+        self._inner = inner
+        self._limiter = limiter
+        self._weights = dict(weights or {})
+        self._default_weight = default_weight
+        self._extra = dict(extra_weights or {})
+        self._breaker = breaker
+        self._retry = retry
+        self._response_check = response_check
+        self._checks = dict(idempotency_checks or {})
+        self._default_pause = _check_number("default_pause", default_pause)
+        self._acquire_timeout = (
+            None
+            if acquire_timeout is None
+            else _check_number("acquire_timeout", acquire_timeout, positive=False)
+        )
+        self._label = type(inner).__name__
+
+    @property
+    def inner(self) -> C:
+        """The wrapped object (calls on it bypass every guard)."""
+        return self._inner
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self._limiter
+
+    def weight_of(self, name: str, *args: Any, **kwargs: Any) -> int:
+        """The up-front weight of calling ``name(*args, **kwargs)``."""
+        weight = self._weights.get(name, self._default_weight)
+        value = weight(*args, **kwargs) if callable(weight) else weight
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"weight of {name!r} must be an int >= 0, got {value!r}")
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if not callable(attr) or name.startswith("_"):
+            return attr
+        if inspect.iscoroutinefunction(attr):
+            return self._wrap_async(name, attr)
+        return self._wrap_sync(name, attr)
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    def _failed(self, exc: Exception, operation: str) -> ResilienceError:
+        err = classify(exc, operation=operation)
+        if isinstance(err, RateLimitedError) and err.source == "server":
+            pause = err.retry_after if err.retry_after is not None else self._default_pause
+            self._limiter.pause(pause)
+        return err
+
+    def _finish(self, name: str, result: Any) -> Any:
+        extra = self._extra.get(name)
+        if extra is not None:
+            self._limiter.charge(int(extra(result)))
+        if self._response_check is not None:
+            self._response_check(name, result)
+        return result
+
+    def _wrap_sync(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        operation = f"{self._label}.{name}"
+
+        @functools.wraps(method)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            weight = self.weight_of(name, *args, **kwargs)
+
+            def attempt() -> Any:
+                if weight:
+                    self._limiter.acquire(weight, timeout=self._acquire_timeout)
+                try:
+                    result = method(*args, **kwargs)
+                except Exception as exc:
+                    err = self._failed(exc, operation)
+                    if err is exc:
+                        raise
+                    raise err from exc
+                return self._finish(name, result)
+
+            guarded: Callable[[], Any] = attempt
+            retry = self._retry
+            if retry is not None:
+                check = self._checks.get(name)
+                if check is not None:
+                    checked = functools.partial(check, *args, **kwargs)
+                    guarded = functools.partial(retry.call_checked, attempt, checked)
+                else:
+                    guarded = functools.partial(retry.call, attempt)
+            if self._breaker is not None:
+                return self._breaker.call(guarded)
+            return guarded()
+
+        return call
+
+    def _wrap_async(self, name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        operation = f"{self._label}.{name}"
+
+        @functools.wraps(method)
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            weight = self.weight_of(name, *args, **kwargs)
+
+            async def attempt() -> Any:
+                if weight:
+                    await self._limiter.acquire_async(weight, timeout=self._acquire_timeout)
+                try:
+                    result = await method(*args, **kwargs)
+                except Exception as exc:
+                    err = self._failed(exc, operation)
+                    if err is exc:
+                        raise
+                    raise err from exc
+                return self._finish(name, result)
+
+            guarded: Callable[[], Awaitable[Any]] = attempt
+            retry = self._retry
+            if retry is not None:
+                guarded = functools.partial(retry.call_async, attempt)
+            if self._breaker is not None:
+                return await self._breaker.call_async(guarded)
+            return await guarded()
+
+        return call
+
+    def __repr__(self) -> str:
+        return f"RateLimitedClient({self._inner!r}, limiter={self._limiter!r})"

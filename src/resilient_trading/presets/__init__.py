@@ -1,0 +1,1 @@
+"""Ready-made weights and budgets for exchanges (no exchange SDK is imported)."""

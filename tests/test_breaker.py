@@ -1,0 +1,524 @@
+"""CircuitBreaker: transient runs open it for a while, one critical error latches it, state is
+shared and survives restarts; RetryPolicy: transient only, retry_after first, capped."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from resilient_trading import (
+    BreakerState,
+    CircuitBreaker,
+    CircuitOpenError,
+    CriticalError,
+    InsufficientFundsError,
+    NetworkError,
+    RateLimitedError,
+    RetryPolicy,
+)
+from resilient_trading._breaker import CircuitBreakerListener
+from resilient_trading._clock import ManualClock
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def transient() -> None:
+    raise ConnectionResetError(104, "reset")
+
+
+def critical() -> None:
+    raise InsufficientFundsError("Insufficient margin to place order.")
+
+
+def ok() -> str:
+    return "ok"
+
+
+# --- a reference model ----------------------------------------------------------------------
+
+
+class Model:
+    def __init__(self, fail_max: int, reset_timeout: float) -> None:
+        self.fail_max, self.reset_timeout = fail_max, reset_timeout
+        self.state, self.failures, self.latched, self.opened_at = "closed", 0, False, 0.0
+
+    def admit(self, now: float) -> bool:
+        if self.state == "closed":
+            return True
+        if self.latched:
+            return False
+        if self.state == "open" and now >= self.opened_at + self.reset_timeout:
+            self.state = "half-open"
+            return True
+        return False
+
+    def outcome(self, kind: str, now: float) -> None:
+        if kind == "critical":
+            self.state, self.latched, self.opened_at = "open", True, now
+        elif kind == "transient":
+            if self.state == "closed":
+                self.failures += 1
+                if self.failures >= self.fail_max:
+                    self.state, self.opened_at = "open", now
+            elif self.state == "half-open":
+                self.state, self.opened_at = "open", now
+        elif self.state == "half-open" and not self.latched:
+            self.state, self.failures = "closed", 0
+        elif self.state == "closed":
+            self.failures = 0
+
+    def reset(self) -> None:
+        self.state, self.failures, self.latched = "closed", 0, False
+
+
+class BreakerMachine(RuleBasedStateMachine):
+    """Two breaker instances share one state file and must both agree with the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.path = Path(tempfile.mkdtemp()) / "breakers.json"
+        self.clock = ManualClock(1000.0)
+        self.breakers = [
+            CircuitBreaker(fail_max=3, reset_timeout=10.0, state_path=self.path, clock=self.clock)
+            for _ in range(2)
+        ]
+        self.model = Model(3, 10.0)
+
+    @rule(which=st.integers(0, 1), kind=st.sampled_from(["success", "transient", "critical"]))
+    def call(self, which: int, kind: str) -> None:
+        fn = {"success": ok, "transient": transient, "critical": critical}[kind]
+        admitted = self.model.admit(self.clock.time())
+        called = []
+
+        def spy() -> Any:
+            called.append(1)
+            return fn()
+
+        refusal: CircuitOpenError | None = None
+        try:
+            self.breakers[which].call(spy)
+        except CircuitOpenError as exc:
+            refusal = exc
+        except (NetworkError, CriticalError):
+            pass
+        assert (refusal is None) == admitted
+        if refusal is not None:
+            assert refusal.latched == self.model.latched
+        assert bool(called) == admitted
+        if admitted:
+            self.model.outcome(kind, self.clock.time())
+
+    @rule(seconds=st.floats(0, 15, allow_nan=False))
+    def elapse(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule(which=st.integers(0, 1))
+    def reset(self, which: int) -> None:
+        self.breakers[which].reset()
+        self.model.reset()
+
+    @rule()
+    def restart(self) -> None:
+        self.breakers[0] = CircuitBreaker(
+            fail_max=3, reset_timeout=10.0, state_path=self.path, clock=self.clock
+        )
+
+    @invariant()
+    def agree(self) -> None:
+        for breaker in self.breakers:
+            snap = breaker.snapshot()
+            assert snap.state == self.model.state
+            assert snap.latched == self.model.latched
+            if self.model.state == "closed":
+                assert snap.failures == self.model.failures
+
+
+TestBreakerMachine = BreakerMachine.TestCase
+TestBreakerMachine.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+def test_state_is_a_str_enum() -> None:
+    breaker = CircuitBreaker()
+    assert breaker.state == "closed"
+    assert isinstance(breaker.state, BreakerState)
+    assert str(BreakerState.HALF_OPEN) == "half-open"
+
+
+def test_open_error_says_why_and_when() -> None:
+    clock = ManualClock(500.0)
+    breaker = CircuitBreaker(fail_max=1, reset_timeout=30.0, clock=clock)
+    with pytest.raises(NetworkError):
+        breaker.call(transient)
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.call(ok)
+    assert not info.value.latched
+    assert info.value.retry_at == 530.0
+    assert info.value.opened_at == 500.0
+    assert "NetworkError" in (info.value.reason or "")
+    with pytest.raises(CriticalError):
+        CircuitBreaker(clock=clock).call(critical)
+
+
+def test_critical_latches_until_reset_even_after_reset_timeout() -> None:
+    clock = ManualClock()
+    breaker = CircuitBreaker(fail_max=5, reset_timeout=1.0, clock=clock)
+    with pytest.raises(InsufficientFundsError):
+        breaker.call(critical)
+    clock.advance(1000)
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.call(ok)
+    assert info.value.latched
+    assert info.value.retry_at is None
+    breaker.reset()
+    assert breaker.call(ok) == "ok"
+
+
+def test_half_open_admits_exactly_one_trial_among_concurrent_tasks() -> None:
+    clock = ManualClock()
+    breaker = CircuitBreaker(fail_max=1, reset_timeout=5.0, clock=clock)
+    with pytest.raises(NetworkError):
+        breaker.call(transient)
+    clock.advance(6)
+
+    async def main() -> list[str]:
+        gate = asyncio.Event()
+
+        async def slow() -> str:
+            await gate.wait()
+            return "trial"
+
+        async def attempt() -> str:
+            try:
+                return await breaker.call(slow)
+            except CircuitOpenError:
+                return "refused"
+
+        tasks = [asyncio.create_task(attempt()) for _ in range(5)]
+        await asyncio.sleep(0.01)
+        gate.set()
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(main())
+    assert sorted(results) == ["refused"] * 4 + ["trial"]
+    assert breaker.state == "closed"
+
+
+def test_a_slow_call_does_not_block_other_threads() -> None:
+    breaker = CircuitBreaker()
+    inside, release = threading.Event(), threading.Event()
+
+    def slow() -> str:
+        inside.set()
+        release.wait(10)
+        return "slow"
+
+    t = threading.Thread(target=breaker.call, args=(slow,))
+    t.start()
+    assert inside.wait(5)
+    assert breaker.call(ok) == "ok"  # completes while the slow call still holds its thread
+    release.set()
+    t.join()
+
+
+def test_excluded_exceptions_do_not_count() -> None:
+    breaker = CircuitBreaker(fail_max=1, exclude=(KeyError,))
+    with pytest.raises(KeyError):
+        breaker.call(lambda: {}["missing"])
+    assert breaker.state == "closed"
+
+
+def test_decorator_and_listeners(caplog: pytest.LogCaptureFixture) -> None:
+    events: list[str] = []
+
+    class Listener(CircuitBreakerListener):
+        def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+            events.append(str(new_state))
+
+        def failure(self, cb: Any, exc: BaseException) -> None:
+            events.append(type(exc).__name__)
+
+    breaker = CircuitBreaker(fail_max=1, listeners=[Listener()])
+
+    @breaker
+    def guarded() -> None:
+        transient()
+
+    with (
+        caplog.at_level(logging.DEBUG, logger="resilient_trading.breaker"),
+        pytest.raises(NetworkError),
+    ):
+        guarded()
+    assert events == ["NetworkError", "open"]
+    assert any(r.levelno == logging.ERROR and "open" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"fail_max": 0}, ValueError),
+        ({"fail_max": 1.5}, TypeError),
+        ({"reset_timeout": 0}, ValueError),
+        ({"reset_timeout": float("nan")}, ValueError),
+        ({"name": ""}, ValueError),
+        ({"exclude": ["KeyError"]}, TypeError),
+        ({"state_path": "/tmp/x.json", "redis_url": "redis://127.0.0.1:1/0"}, ValueError),
+    ],
+)
+def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        CircuitBreaker(**kwargs)
+
+
+def test_latch_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "breakers.json"
+    with pytest.raises(CriticalError):
+        CircuitBreaker(name="exchange", state_path=path).call(critical)
+    restarted = CircuitBreaker(name="exchange", state_path=path)
+    assert restarted.latched
+    assert restarted.state == "open"
+    assert CircuitBreaker(name="other", state_path=path).state == "closed"
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+_TRIPPER = """
+import sys, time
+from resilient_trading import CircuitBreaker, CircuitOpenError
+path = sys.argv[1]
+breaker = CircuitBreaker(name="exchange", state_path=path)
+try:
+    breaker.call(lambda: (_ for _ in ()).throw(PermissionError("denied")))
+except Exception as exc:
+    print("tripped", type(exc).__name__, flush=True)
+sys.stdin.readline()  # wait until the operator has reset it
+print("after", breaker.call(lambda: "ok"), breaker.state, flush=True)
+"""
+
+
+def test_processes_share_the_latch_and_the_cli_resets_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "breakers.json")
+    bot = subprocess.Popen(
+        [sys.executable, "-c", _TRIPPER, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert bot.stdout is not None and bot.stdin is not None
+    assert bot.stdout.readline().startswith("tripped CriticalError")
+    status = subprocess.run(
+        [sys.executable, "-m", "resilient_trading._cli", "breaker", "status", path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)["exchange"]
+    assert report["latched"] is True
+    assert report["state"] == "open"
+    reset = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resilient_trading._cli",
+            "breaker",
+            "reset",
+            path,
+            "--name",
+            "exchange",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert reset.returncode == 0, reset.stderr
+    bot.stdin.write("\n")
+    bot.stdin.flush()
+    assert bot.stdout.readline().strip() == "after ok closed"
+    bot.wait(timeout=30)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "resilient_trading._cli",
+            "breaker",
+            "reset",
+            path,
+            "--name",
+            "nope",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1
+    assert "Traceback" not in missing.stderr
+
+
+def test_redis_breakers_share_state(redis_url: str) -> None:
+    clock = ManualClock()
+    a = CircuitBreaker(name="x", fail_max=2, redis_url=redis_url, clock=clock)
+    b = CircuitBreaker(name="x", fail_max=2, redis_url=redis_url, clock=clock)
+    with pytest.raises(NetworkError):
+        a.call(transient)
+    with pytest.raises(NetworkError):
+        b.call(transient)
+    assert a.state == "open"
+    with pytest.raises(CircuitOpenError):
+        a.call(ok)
+    with pytest.raises(CircuitOpenError):
+        b.call(ok)
+    b.reset()
+    assert a.call(ok) == "ok"
+    with pytest.raises(CriticalError):
+        a.call(critical)
+    assert b.latched
+
+
+# --- RetryPolicy --------------------------------------------------------------------------
+
+
+def flaky(failures: list[BaseException]) -> Any:
+    calls: list[int] = []
+
+    def fn() -> str:
+        calls.append(1)
+        if failures:
+            raise failures.pop(0)
+        return "done"
+
+    fn.calls = calls  # type: ignore[attr-defined]
+    return fn
+
+
+def test_retry_honours_retry_after_over_its_own_backoff() -> None:
+    clock = ManualClock()
+    fn = flaky([RateLimitedError("429", retry_after=7.0), ConnectionResetError()])
+    policy = RetryPolicy(attempts=5, base_delay=0.5, max_delay=4.0, clock=clock, jitter=False)
+    assert policy.call(fn) == "done"
+    assert clock.slept == [7.0, 1.0]
+
+
+def test_retry_backoff_doubles_and_is_capped() -> None:
+    clock = ManualClock()
+    fn = flaky([ConnectionResetError()] * 5)
+    policy = RetryPolicy(attempts=6, base_delay=0.5, max_delay=3.0, clock=clock, jitter=False)
+    assert policy.call(fn) == "done"
+    assert clock.slept == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_jitter_stays_between_half_and_all_of_the_backoff() -> None:
+    clock = ManualClock()
+    policy = RetryPolicy(attempts=8, base_delay=1.0, max_delay=8.0, clock=clock, seed=3)
+    policy.call(flaky([ConnectionResetError()] * 7))
+    for attempt, slept in enumerate(clock.slept, start=1):
+        own = min(8.0, 2.0 ** (attempt - 1))
+        assert own / 2 <= slept <= own
+
+
+def test_retry_total_cap_and_attempts_give_up_with_attempt_number() -> None:
+    clock = ManualClock()
+    policy = RetryPolicy(
+        attempts=10, base_delay=1.0, max_delay=10.0, max_total=3.5, clock=clock, jitter=False
+    )
+    with pytest.raises(NetworkError) as info:
+        policy.call(flaky([ConnectionResetError()] * 10))
+    assert sum(clock.slept) <= 3.5
+    assert info.value.attempt == 3
+    clock2 = ManualClock()
+    with pytest.raises(NetworkError) as info2:
+        RetryPolicy(attempts=3, base_delay=0.1, clock=clock2).call(
+            flaky([ConnectionResetError()] * 5)
+        )
+    assert info2.value.attempt == 3
+    assert len(clock2.slept) == 2
+
+
+def test_critical_and_open_breaker_are_never_retried() -> None:
+    clock = ManualClock()
+    policy = RetryPolicy(attempts=5, clock=clock)
+    fn = flaky([PermissionError("denied")])
+    with pytest.raises(CriticalError):
+        policy.call(fn)
+    assert fn.calls == [1]
+    refusal = CircuitOpenError(
+        "open", name="x", latched=True, reason=None, opened_at=None, retry_at=None
+    )
+    fn2 = flaky([refusal])
+    with pytest.raises(CircuitOpenError):
+        policy.call(fn2)
+    assert fn2.calls == [1]
+    assert clock.slept == []
+
+
+def test_idempotency_check_prevents_a_second_order() -> None:
+    clock = ManualClock()
+    orders: list[str] = []
+
+    def place() -> str:
+        orders.append("sent")
+        raise TimeoutError("read timed out")  # the order may have landed
+
+    found = RetryPolicy(attempts=4, base_delay=0.1, clock=clock).call_checked(
+        place, lambda: "order 0xabc exists"
+    )
+    assert found == "order 0xabc exists"
+    assert orders == ["sent"]
+
+
+def test_async_retry_does_not_block_the_loop() -> None:
+    clock = ManualClock()
+    attempts: list[int] = []
+
+    async def fn() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionResetError()
+        return "ok"
+
+    policy = RetryPolicy(attempts=3, base_delay=0.2, clock=clock, jitter=False)
+    assert asyncio.run(policy.call_async(fn)) == "ok"
+    assert clock.slept == [0.2, 0.4]
+
+
+def test_retry_as_decorator_with_real_time_is_quick() -> None:
+    calls: list[int] = []
+
+    @RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002)
+    def fn() -> int:
+        calls.append(1)
+        if len(calls) < 2:
+            raise ConnectionResetError()
+        return len(calls)
+
+    started = time.monotonic()
+    assert fn() == 2
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"attempts": 0}, ValueError),
+        ({"attempts": 2.0}, TypeError),
+        ({"base_delay": -1}, ValueError),
+        ({"base_delay": 5, "max_delay": 1}, ValueError),
+        ({"max_delay": float("inf")}, ValueError),
+        ({"max_total": -1}, ValueError),
+    ],
+)
+def test_retry_bad_arguments(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        RetryPolicy(**kwargs)
