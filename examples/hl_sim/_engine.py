@@ -1,0 +1,553 @@
+"""The exchange itself: prices, accounts, orders, fills, margin and Hyperliquid's rules.
+
+Everything here is deterministic under a seed: prices are a seeded random walk indexed by
+simulated minute, so the same seed and the same requests give the same prices and fills.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["COINS", "CoinSpec", "Engine"]
+
+TAKER_FEE = 0.00035
+MIN_NOTIONAL = 10.0
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class CoinSpec:
+    name: str
+    sz_decimals: int
+    max_leverage: int
+    start_price: float
+    volatility: float  # per simulated minute
+
+
+COINS = (
+    CoinSpec("BTC", 5, 40, 60_000.0, 0.0020),
+    CoinSpec("ETH", 4, 25, 3_000.0, 0.0025),
+    CoinSpec("SOL", 2, 20, 150.0, 0.0035),
+)
+
+INTERVAL_MINUTES = {
+    "1m": 1,
+    "3m": 3,
+    "5m": 5,
+    "15m": 15,
+    "30m": 30,
+    "1h": 60,
+    "2h": 120,
+    "4h": 240,
+    "8h": 480,
+    "12h": 720,
+    "1d": 1440,
+}
+
+
+def fmt(x: float) -> str:
+    """Numbers as Hyperliquid sends them: decimal strings without exponent."""
+    text = format(Decimal(repr(float(x))).normalize(), "f")
+    return "0" if text in ("-0", "") else text
+
+
+class PriceSeries:
+    """One coin's deterministic random walk of one-minute closes, with regimes (trends)."""
+
+    def __init__(self, spec: CoinSpec, seed: int) -> None:
+        self.spec = spec
+        self._rng = random.Random(f"{seed}:{spec.name}")
+        self._closes: list[float] = [spec.start_price]
+        self._drift = 0.0
+
+    def close(self, minute: int) -> float:
+        """Close of simulated minute ``minute`` (0 = the start); minutes before 0 mirror."""
+        index = abs(minute)
+        while len(self._closes) <= index:
+            if self._rng.random() < 0.03:  # a new regime: trend up, down or chop
+                self._drift = self._rng.choice((-1.0, 0.0, 0.0, 1.0)) * self.spec.volatility * 0.6
+            step = self._rng.gauss(self._drift, self.spec.volatility)
+            self._closes.append(self._closes[-1] * math.exp(step))
+        return self._closes[index]
+
+    def wiggle(self, minute: int) -> tuple[float, float]:
+        """Deterministic high/low extensions of a candle, as fractions."""
+        r = random.Random(f"{self.spec.name}:{minute}")
+        return r.random() * self.spec.volatility * 0.5, r.random() * self.spec.volatility * 0.5
+
+
+@dataclass
+class Order:
+    oid: int
+    user: str
+    coin: str
+    is_buy: bool
+    sz: float
+    px: float
+    reduce_only: bool
+    kind: str  # "limit" | "trigger"
+    tif: str | None
+    trigger_px: float | None
+    tpsl: str | None
+    cloid: str | None
+    timestamp: int
+    orig_sz: float
+    status: str = "open"
+    status_ts: int = 0
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "coin": self.coin,
+            "side": "B" if self.is_buy else "A",
+            "limitPx": fmt(self.px),
+            "sz": fmt(self.sz),
+            "oid": self.oid,
+            "timestamp": self.timestamp,
+            "origSz": fmt(self.orig_sz),
+        }
+        if self.cloid:
+            out["cloid"] = self.cloid
+        return out
+
+    def frontend(self) -> dict[str, Any]:
+        out = self.wire()
+        out.update(
+            {
+                "isTrigger": self.kind == "trigger",
+                "triggerPx": fmt(self.trigger_px or 0.0),
+                "triggerCondition": self._condition(),
+                "reduceOnly": self.reduce_only,
+                "orderType": self._order_type(),
+                "tif": self.tif,
+                "isPositionTpsl": False,
+                "children": [],
+            }
+        )
+        return out
+
+    def _condition(self) -> str:
+        if self.kind != "trigger":
+            return "N/A"
+        above = (self.tpsl == "tp") != self.is_buy
+        return f"Price {'above' if above else 'below'} {fmt(self.trigger_px or 0.0)}"
+
+    def _order_type(self) -> str:
+        if self.kind == "trigger":
+            return "Take Profit Market" if self.tpsl == "tp" else "Stop Market"
+        return "Limit"
+
+
+@dataclass
+class Position:
+    szi: float = 0.0
+    entry_px: float = 0.0
+    realized: float = 0.0
+
+
+@dataclass
+class Account:
+    address: str
+    cash: float
+    leverage: dict[str, int] = field(default_factory=dict)
+    positions: dict[str, Position] = field(default_factory=dict)
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    nonces: set[int] = field(default_factory=set)
+    cloids: set[str] = field(default_factory=set)
+
+
+class Engine:
+    """The matching engine and ledger. All methods are called under :attr:`lock`."""
+
+    def __init__(
+        self,
+        *,
+        seed: int,
+        speed: float,
+        clock: Callable[[], float],
+        accounts: dict[str, float] | None,
+        auto_fund: float | None,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock
+        self.speed = speed
+        self.start = clock()
+        self.coins = {spec.name: spec for spec in COINS}
+        self.asset_of = {spec.name: i for i, spec in enumerate(COINS)}
+        self.series = {spec.name: PriceSeries(spec, seed) for spec in COINS}
+        self.accounts: dict[str, Account] = {
+            a.lower(): Account(a.lower(), float(v)) for a, v in (accounts or {}).items()
+        }
+        self.auto_fund = auto_fund
+        self.orders: dict[int, Order] = {}
+        self.by_cloid: dict[tuple[str, str], int] = {}
+        self.next_oid = 1_000_000
+        self.next_tid = 1
+        self.counters: dict[str, int] = {
+            "orders_placed": 0,
+            "fills": 0,
+            "duplicate_cloids": 0,
+            "rejected_orders": 0,
+            "cancels": 0,
+        }
+
+    # --- time and prices ----------------------------------------------------------------------
+
+    def sim_minutes(self) -> float:
+        return (self.clock() - self.start) * self.speed / 60.0
+
+    def sim_ms(self) -> int:
+        return int(self.start * 1000 + self.sim_minutes() * 60_000)
+
+    def mid(self, coin: str) -> float:
+        m = self.sim_minutes()
+        whole = math.floor(m)
+        frac = m - whole
+        series = self.series[coin]
+        a, b = series.close(whole - 1), series.close(whole)
+        return round_px(a + (b - a) * frac, self.coins[coin].sz_decimals)
+
+    def candles(self, coin: str, interval: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+        step = INTERVAL_MINUTES.get(interval)
+        if step is None:
+            raise ValueError(f"unknown interval {interval}")
+        series = self.series[coin]
+        origin = int(self.start * 1000)
+        now_minute = math.floor(self.sim_minutes())
+        first = max((start_ms - origin) // 60_000 // step * step, now_minute - 5000 * step)
+        last = min((end_ms - origin) // 60_000, now_minute)
+        out = []
+        minute = first
+        while minute <= last:
+            closes = [series.close(m) for m in range(minute - 1, minute + step)]
+            opens, body = closes[0], closes[1:]
+            up, down = series.wiggle(minute)
+            high = max(opens, *body) * (1 + up)
+            low = min(opens, *body) * (1 - down)
+            if minute + step - 1 > now_minute:  # the forming candle ends at the current mid
+                body = [series.close(m) for m in range(minute, now_minute + 1)] or [opens]
+                high, low = max(opens, *body), min(opens, *body)
+            t = origin + minute * 60_000
+            out.append(
+                {
+                    "t": t,
+                    "T": t + step * 60_000 - 1,
+                    "s": coin,
+                    "i": interval,
+                    "o": fmt(round_px(opens, 0)),
+                    "c": fmt(round_px(body[-1], 0)),
+                    "h": fmt(round_px(high, 0)),
+                    "l": fmt(round_px(low, 0)),
+                    "v": fmt(round(abs(series.wiggle(minute + 7)[0]) * 1e5, 3)),
+                    "n": 10 + minute % 50,
+                }
+            )
+            minute += step
+        return out
+
+    # --- accounts -----------------------------------------------------------------------------
+
+    def account(self, address: str, *, create: bool = False) -> Account | None:
+        address = address.lower()
+        acct = self.accounts.get(address)
+        if acct is None and create and self.auto_fund is not None:
+            acct = self.accounts[address] = Account(address, self.auto_fund)
+        return acct
+
+    def leverage(self, acct: Account, coin: str) -> int:
+        return acct.leverage.get(coin, min(20, self.coins[coin].max_leverage))
+
+    def unrealized(self, acct: Account) -> float:
+        return sum((self.mid(c) - p.entry_px) * p.szi for c, p in acct.positions.items() if p.szi)
+
+    def margin_used(self, acct: Account) -> float:
+        used = sum(
+            abs(p.szi) * self.mid(c) / self.leverage(acct, c)
+            for c, p in acct.positions.items()
+            if p.szi
+        )
+        for order in self.orders.values():
+            if (
+                order.user == acct.address
+                and order.status == "open"
+                and order.kind == "limit"
+                and not order.reduce_only
+            ):
+                used += order.sz * order.px / self.leverage(acct, order.coin)
+        return used
+
+    def account_value(self, acct: Account) -> float:
+        return acct.cash + self.unrealized(acct)
+
+    def clearinghouse(self, acct: Account | None) -> dict[str, Any]:
+        positions = []
+        total_ntl = 0.0
+        value = 0.0
+        used = 0.0
+        if acct is not None:
+            value = self.account_value(acct)
+            used = self.margin_used(acct)
+            for coin, pos in sorted(acct.positions.items()):
+                if not pos.szi:
+                    continue
+                mark = self.mid(coin)
+                lev = self.leverage(acct, coin)
+                ntl = abs(pos.szi) * mark
+                total_ntl += ntl
+                positions.append(
+                    {
+                        "type": "oneWay",
+                        "position": {
+                            "coin": coin,
+                            "szi": fmt(pos.szi),
+                            "entryPx": fmt(pos.entry_px),
+                            "positionValue": fmt(round(ntl, 6)),
+                            "unrealizedPnl": fmt(round((mark - pos.entry_px) * pos.szi, 6)),
+                            "returnOnEquity": "0",
+                            "liquidationPx": None,
+                            "leverage": {"type": "cross", "value": lev},
+                            "marginUsed": fmt(round(ntl / lev, 6)),
+                            "maxLeverage": self.coins[coin].max_leverage,
+                            "cumFunding": {"allTime": "0", "sinceChange": "0", "sinceOpen": "0"},
+                        },
+                    }
+                )
+        summary = {
+            "accountValue": fmt(round(value, 6)),
+            "totalNtlPos": fmt(round(total_ntl, 6)),
+            "totalRawUsd": fmt(round(value, 6)),
+            "totalMarginUsed": fmt(round(used, 6)),
+        }
+        return {
+            "marginSummary": summary,
+            "crossMarginSummary": dict(summary),
+            "crossMaintenanceMarginUsed": fmt(round(used / 2, 6)),
+            "withdrawable": fmt(round(max(0.0, value - used), 6)),
+            "assetPositions": positions,
+            "time": self.sim_ms(),
+        }
+
+    # --- matching -----------------------------------------------------------------------------
+
+    def _fill(self, order: Order, px: float, sz: float, crossed: bool) -> dict[str, Any]:
+        acct = self.accounts[order.user]
+        pos = acct.positions.setdefault(order.coin, Position())
+        signed = sz if order.is_buy else -sz
+        start = pos.szi
+        closed_pnl = 0.0
+        if start and (start > 0) != (signed > 0):  # reducing (maybe flipping)
+            closing = min(abs(signed), abs(start))
+            closed_pnl = (px - pos.entry_px) * closing * (1 if start > 0 else -1)
+            remaining = start + signed
+            if abs(remaining) < 1e-12:
+                pos.szi, pos.entry_px = 0.0, 0.0
+            elif (remaining > 0) == (start > 0):
+                pos.szi = remaining
+            else:
+                pos.szi, pos.entry_px = remaining, px
+        else:
+            total = start + signed
+            pos.entry_px = (pos.entry_px * abs(start) + px * abs(signed)) / abs(total)
+            pos.szi = total
+        pos.szi = round(pos.szi, self.coins[order.coin].sz_decimals)
+        fee = px * sz * TAKER_FEE
+        acct.cash += closed_pnl - fee
+        pos.realized += closed_pnl
+        direction = (
+            "Open " if closed_pnl == 0 and (start == 0 or (start > 0) == (signed > 0)) else "Close "
+        ) + ("Long" if (signed > 0) == (closed_pnl == 0) else "Short")
+        fill = {
+            "coin": order.coin,
+            "px": fmt(px),
+            "sz": fmt(sz),
+            "side": "B" if order.is_buy else "A",
+            "time": self.sim_ms(),
+            "startPosition": fmt(start),
+            "dir": direction,
+            "closedPnl": fmt(round(closed_pnl, 6)),
+            "hash": f"0x{self.next_tid:064x}",
+            "oid": order.oid,
+            "crossed": crossed,
+            "fee": fmt(round(fee, 6)),
+            "tid": self.next_tid,
+            "feeToken": "USDC",
+        }
+        if order.cloid:
+            fill["cloid"] = order.cloid
+        self.next_tid += 1
+        acct.fills.append(fill)
+        self.counters["fills"] += 1
+        return fill
+
+    def sweep(self) -> None:
+        """Fill resting limit orders the price crossed and fire triggers (called per request)."""
+        for order in list(self.orders.values()):
+            if order.status != "open":
+                continue
+            mid = self.mid(order.coin)
+            if order.kind == "limit":
+                if (order.is_buy and mid <= order.px) or (not order.is_buy and mid >= order.px):
+                    self._fill(order, order.px, order.sz, crossed=False)
+                    self._close(order, "filled")
+                continue
+            trig = order.trigger_px or 0.0
+            fire = ((order.tpsl == "tp") == order.is_buy and mid <= trig) or (
+                (order.tpsl == "tp") != order.is_buy and mid >= trig
+            )
+            if not fire:
+                continue
+            pos = self.accounts[order.user].positions.get(order.coin, Position())
+            size = order.sz
+            if order.reduce_only:
+                reducible = -pos.szi if order.is_buy else pos.szi
+                size = min(size, max(0.0, reducible))
+            if size <= 0:
+                self._close(order, "canceled")
+                continue
+            self._fill(order, mid, round(size, self.coins[order.coin].sz_decimals), crossed=True)
+            self._close(order, "triggered")
+
+    def _close(self, order: Order, status: str) -> None:
+        order.status = status
+        order.status_ts = self.sim_ms()
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def place(self, user: str, wire: dict[str, Any]) -> dict[str, Any]:
+        """One order wire (``a``, ``b``, ``p``, ``s``, ``r``, ``t``, ``c``) → its status."""
+        acct = self.accounts[user]
+        asset = wire.get("a")
+        if not isinstance(asset, int) or not 0 <= asset < len(COINS):
+            return {"error": f"Invalid asset: {asset}"}
+        spec = COINS[asset]
+        coin = spec.name
+        cloid = wire.get("c")
+        if cloid is not None:
+            if cloid in acct.cloids:
+                self.counters["duplicate_cloids"] += 1
+                return {"error": f"Duplicate cloid: {cloid}"}
+        try:
+            px = float(wire["p"])
+            sz = float(wire["s"])
+        except (KeyError, TypeError, ValueError):
+            return {"error": "Order has invalid price or size."}
+        if not (math.isfinite(px) and math.isfinite(sz)) or sz <= 0 or px <= 0:
+            return {"error": "Order has invalid size."}
+        if round(sz, spec.sz_decimals) != sz:
+            return {"error": "Order has invalid size."}
+        kind_spec = wire.get("t", {})
+        is_buy = bool(wire.get("b"))
+        reduce_only = bool(wire.get("r"))
+        trigger = kind_spec.get("trigger") if isinstance(kind_spec, dict) else None
+        limit = kind_spec.get("limit") if isinstance(kind_spec, dict) else None
+        check_px = float(trigger["triggerPx"]) if trigger else px
+        if not valid_px(px, spec.sz_decimals) or not valid_px(check_px, spec.sz_decimals):
+            return {"error": "Price must be divisible by tick size. asset=%d" % asset}
+        mid = self.mid(coin)
+        if sz * (check_px if trigger else px) < MIN_NOTIONAL and not reduce_only:
+            return {"error": f"Order must have minimum value of ${MIN_NOTIONAL:.0f}. asset={asset}"}
+        pos = acct.positions.get(coin, Position())
+        if reduce_only and not trigger:
+            reducible = -pos.szi if is_buy else pos.szi
+            if reducible <= 0:
+                return {"error": "Reduce only order would increase position. asset=%d" % asset}
+        if not reduce_only:
+            need = sz * (px if limit else check_px) / self.leverage(acct, coin)
+            free = self.account_value(acct) - self.margin_used(acct)
+            if need > free:
+                self.counters["rejected_orders"] += 1
+                return {"error": "Insufficient margin to place order. asset=%d" % asset}
+        order = Order(
+            oid=self.next_oid,
+            user=user,
+            coin=coin,
+            is_buy=is_buy,
+            sz=sz,
+            px=px,
+            reduce_only=reduce_only,
+            kind="trigger" if trigger else "limit",
+            tif=(limit or {}).get("tif") if limit else None,
+            trigger_px=float(trigger["triggerPx"]) if trigger else None,
+            tpsl=trigger.get("tpsl") if trigger else None,
+            cloid=cloid,
+            timestamp=self.sim_ms(),
+            orig_sz=sz,
+            status_ts=self.sim_ms(),
+        )
+        marketable = (is_buy and px >= mid) or (not is_buy and px <= mid)
+        if limit and order.tif == "Ioc" and not marketable:
+            return {
+                "error": "Order could not immediately match against any resting orders. "
+                f"asset={asset}"
+            }
+        if limit and order.tif == "Alo" and marketable:
+            return {
+                "error": f"Post only order would have immediately matched, bbo was {fmt(mid)}. "
+                f"asset={asset}"
+            }
+        self.next_oid += 1
+        self.orders[order.oid] = order
+        if cloid:
+            acct.cloids.add(cloid)
+            self.by_cloid[(user, cloid)] = order.oid
+        self.counters["orders_placed"] += 1
+        resting: dict[str, Any] = {"oid": order.oid}
+        if cloid:
+            resting["cloid"] = cloid
+        if limit and marketable:
+            fill_px = round_px(mid * (1.0002 if is_buy else 0.9998), spec.sz_decimals)
+            fill_px = min(fill_px, px) if is_buy else max(fill_px, px)
+            self._fill(order, fill_px, sz, crossed=True)
+            self._close(order, "filled")
+            return {"filled": {"totalSz": fmt(sz), "avgPx": fmt(fill_px), **resting}}
+        return {"resting": resting}
+
+    def cancel(self, user: str, asset: int, oid: int | None, cloid: str | None) -> Any:
+        if cloid is not None:
+            oid = self.by_cloid.get((user, cloid))
+        order = self.orders.get(oid) if oid is not None else None
+        if (
+            order is None
+            or order.user != user
+            or order.status != "open"
+            or self.asset_of.get(order.coin) != asset
+        ):
+            return {"error": f"Order was never placed, already canceled, or filled. asset={asset}"}
+        self._close(order, "canceled")
+        self.counters["cancels"] += 1
+        return "success"
+
+    def order_status(self, user: str, ref: int | str) -> dict[str, Any]:
+        oid = self.by_cloid.get((user, ref)) if isinstance(ref, str) else ref
+        order = self.orders.get(oid) if oid is not None else None
+        if order is None or order.user != user:
+            return {"status": "unknownOid"}
+        return {
+            "status": "order",
+            "order": {
+                "order": order.frontend(),
+                "status": order.status,
+                "statusTimestamp": order.status_ts,
+            },
+        }
+
+
+def valid_px(px: float, sz_decimals: int) -> bool:
+    """Hyperliquid perp prices: at most 5 significant figures and 6 - szDecimals decimals
+    (integers are always allowed)."""
+    if px == int(px):
+        return True
+    decimals = max(0, 6 - sz_decimals)
+    if round(px, decimals) != px:
+        return False
+    return float(f"{px:.5g}") == px
+
+
+def round_px(px: float, sz_decimals: int) -> float:
+    value = float(f"{px:.5g}")
+    return round(value, max(0, 6 - sz_decimals))
