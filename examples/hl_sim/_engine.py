@@ -174,7 +174,8 @@ class Engine:
         auto_fund: float | None,
     ) -> None:
         self.lock = threading.RLock()
-        self.clock = clock
+        self._clock = clock
+        self.frozen_at: float | None = None
         self.speed = speed
         self.start = clock()
         self.coins = {spec.name: spec for spec in COINS}
@@ -197,6 +198,14 @@ class Engine:
         }
 
     # --- time and prices ----------------------------------------------------------------------
+
+    def clock(self) -> float:
+        return self._clock() if self.frozen_at is None else self.frozen_at
+
+    def freeze(self) -> None:
+        """Stop the market's clock: prices, candles and triggers stand still."""
+        if self.frozen_at is None:
+            self.frozen_at = self._clock()
 
     def sim_minutes(self) -> float:
         return (self.clock() - self.start) * self.speed / 60.0
@@ -427,10 +436,9 @@ class Engine:
         spec = COINS[asset]
         coin = spec.name
         cloid = wire.get("c")
-        if cloid is not None:
-            if cloid in acct.cloids:
-                self.counters["duplicate_cloids"] += 1
-                return {"error": f"Duplicate cloid: {cloid}"}
+        if cloid is not None and cloid in acct.cloids:
+            self.counters["duplicate_cloids"] += 1
+            return {"error": f"Duplicate cloid: {cloid}"}
         try:
             px = float(wire["p"])
             sz = float(wire["s"])
@@ -447,7 +455,7 @@ class Engine:
         limit = kind_spec.get("limit") if isinstance(kind_spec, dict) else None
         check_px = float(trigger["triggerPx"]) if trigger else px
         if not valid_px(px, spec.sz_decimals) or not valid_px(check_px, spec.sz_decimals):
-            return {"error": "Price must be divisible by tick size. asset=%d" % asset}
+            return {"error": f"Price must be divisible by tick size. asset={asset}"}
         mid = self.mid(coin)
         if sz * (check_px if trigger else px) < MIN_NOTIONAL and not reduce_only:
             return {"error": f"Order must have minimum value of ${MIN_NOTIONAL:.0f}. asset={asset}"}
@@ -455,13 +463,13 @@ class Engine:
         if reduce_only and not trigger:
             reducible = -pos.szi if is_buy else pos.szi
             if reducible <= 0:
-                return {"error": "Reduce only order would increase position. asset=%d" % asset}
+                return {"error": f"Reduce only order would increase position. asset={asset}"}
         if not reduce_only:
             need = sz * (px if limit else check_px) / self.leverage(acct, coin)
             free = self.account_value(acct) - self.margin_used(acct)
             if need > free:
                 self.counters["rejected_orders"] += 1
-                return {"error": "Insufficient margin to place order. asset=%d" % asset}
+                return {"error": f"Insufficient margin to place order. asset={asset}"}
         order = Order(
             oid=self.next_oid,
             user=user,

@@ -203,6 +203,10 @@ class Simulator:
             return 422, {"code": 422, "msg": "Failed to deserialize the JSON body"}
         if path == "/info" and request.get("type") == "simCounters":
             return 200, self.snapshot()
+        if path == "/info" and request.get("type") == "simFreeze":
+            with self.engine.lock:
+                self.engine.freeze()
+            return 200, {"frozen": True}
         if path == "/info":
             weight = info_weight(request)
         elif path == "/exchange":
@@ -394,10 +398,10 @@ class Simulator:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                is_counters = b"simCounters" in body
+                is_counters = b"simCounters" in body or b"simFreeze" in body
                 fault = None if is_counters else sim._pick_fault(self.path)
                 if fault == "reset":
                     return self._reset()

@@ -24,11 +24,13 @@ that weight first (and ``make_exchange`` reuses one ``meta`` so it costs nothing
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from resilient_trading._classify import classify_response
 from resilient_trading._client import BreakerLike, RateLimitedClient, RetryLike, Weight
+from resilient_trading._errors import ExchangeUnavailableError
 from resilient_trading._ratelimit import RateLimit, RateLimiter
 
 __all__ = [
@@ -235,7 +237,8 @@ def make_info(base_url: str, limiter: RateLimiter, *, timeout: float | None = No
     from hyperliquid.info import Info
 
     limiter.acquire(CONSTRUCTOR_WEIGHT)
-    return Info(base_url, skip_ws=True, timeout=timeout)
+    with _constructor_answers("Info"):
+        return Info(base_url, skip_ws=True, timeout=timeout)
 
 
 def make_exchange(
@@ -253,4 +256,19 @@ def make_exchange(
 
     if meta is None or spot_meta is None:
         limiter.acquire(CONSTRUCTOR_WEIGHT)
-    return Exchange(wallet, base_url, meta=meta, spot_meta=spot_meta, timeout=timeout)
+    with _constructor_answers("Exchange"):
+        return Exchange(wallet, base_url, meta=meta, spot_meta=spot_meta, timeout=timeout)
+
+
+@contextlib.contextmanager
+def _constructor_answers(what: str) -> Iterator[None]:
+    """The SDK's constructors index into the ``spotMeta``/``meta`` answers without checking
+    them; a malformed body (which the SDK turns into ``{"error": ...}``) then surfaces as a
+    ``KeyError``/``TypeError``. That is a struggling exchange, not a bug to stop for."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ExchangeUnavailableError(
+            f"{what}() could not read the exchange's meta answers ({type(exc).__name__}: {exc})",
+            operation=f"{what}.__init__",
+        ) from exc
