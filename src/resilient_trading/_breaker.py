@@ -229,42 +229,29 @@ class CircuitBreaker:
         reason = f"{type(err).__name__}: {err}"[:500]
         critical = isinstance(err, CriticalError)
 
+        def opened(cur: dict[str, Any], now: float, **changes: Any) -> dict[str, Any]:
+            trips = cur["trips"] + (cur["state"] != "open")
+            return {
+                **cur,
+                "state": "open",
+                "reason": reason,
+                "opened_at": now,
+                "trial_started": None,
+                "trips": trips,
+                **changes,
+            }
+
         def fn(old: Any, now: float) -> tuple[Any, str | None]:
             cur = _current(old)
             if critical:
-                new = {
-                    **cur,
-                    "state": "open",
-                    "latched": True,
-                    "reason": reason,
-                    "opened_at": now,
-                    "trial_started": None,
-                    "trips": cur["trips"] + (cur["state"] != "open"),
-                }
-                return new, "open"
+                return opened(cur, now, latched=True), "open"
             if cur["state"] == "closed":
                 failures = cur["failures"] + 1
                 if failures >= self.fail_max:
-                    new = {
-                        **cur,
-                        "state": "open",
-                        "failures": failures,
-                        "reason": reason,
-                        "opened_at": now,
-                        "trips": cur["trips"] + 1,
-                    }
-                    return new, "open"
+                    return opened(cur, now, failures=failures), "open"
                 return {**cur, "failures": failures}, None
             if cur["state"] == "half-open" and trial:
-                new = {
-                    **cur,
-                    "state": "open",
-                    "reason": reason,
-                    "opened_at": now,
-                    "trial_started": None,
-                    "trips": cur["trips"] + 1,
-                }
-                return new, "open"
+                return opened(cur, now), "open"
             return old, None
 
         return fn

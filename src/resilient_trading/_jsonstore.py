@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from resilient_trading._errors import CriticalError, LockTimeoutError, StateCorruptedError
+from resilient_trading._flock import flock_exclusive
 
 __all__ = ["LockedJsonStore"]
 
@@ -324,26 +325,16 @@ class LockedJsonStore:
 
     def _acquire(self) -> None:
         timeout = None if self._lock_timeout is None else float(self._lock_timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
         if not self._thread_lock.acquire(timeout=-1 if timeout is None else timeout):
             raise self._timeout_error()
         try:
-            fd = self._lock_file()
-            delay = 0.0002
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if deadline is None:
-                        fcntl.flock(fd, fcntl.LOCK_EX)
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise self._timeout_error() from None
-                    time.sleep(min(delay, remaining))
-                    delay = min(delay * 2, 0.01)
-            self._mark_holder(fd)
+            remaining = (
+                None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
+            )
+            if not flock_exclusive(self._lock_file(), remaining):
+                raise self._timeout_error()
+            self._mark_holder(self._lock_fd)
         except BaseException:
             self._thread_lock.release()
             raise

@@ -19,11 +19,11 @@ import json
 import math
 import os
 import threading
-import time
 from typing import TypeVar
 
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
 from resilient_trading._errors import LockTimeoutError, StateCorruptedError
+from resilient_trading._flock import flock_exclusive
 from resilient_trading.backends._base import JsonValue, Transition
 
 __all__ = ["FileState"]
@@ -100,31 +100,12 @@ class FileState:
         return self._clock.time()
 
     def _lock(self, fd: int) -> None:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            pass
-        if self._lock_timeout is None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            return
-        # Wait with short real sleeps: the holder is another process, simulated time cannot help.
-        deadline = time.monotonic() + self._lock_timeout
-        delay = 0.0001
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise LockTimeoutError(
-                        f"shared state {self._path} stayed locked for {self._lock_timeout:g}s",
-                        lock_path=self._path,
-                        timeout=self._lock_timeout,
-                    ) from None
-                time.sleep(min(delay, remaining))
-                delay = min(delay * 2, 0.005)
+        if not flock_exclusive(fd, self._lock_timeout):
+            raise LockTimeoutError(
+                f"shared state {self._path} stayed locked for {self._lock_timeout:g}s",
+                lock_path=self._path,
+                timeout=self._lock_timeout,
+            )
 
     def _load(self, fd: int) -> tuple[JsonValue, int]:
         size = os.fstat(fd).st_size
