@@ -522,3 +522,30 @@ def test_retry_as_decorator_with_real_time_is_quick() -> None:
 def test_retry_bad_arguments(kwargs: dict[str, Any], error: type[Exception]) -> None:
     with pytest.raises(error):
         RetryPolicy(**kwargs)
+
+
+def test_pybreaker_storage_shares_a_plain_pybreaker_through_our_homes(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import pybreaker
+
+    from resilient_trading import PybreakerStorage
+
+    for kwargs in ({"state_path": tmp_path / "b.json"}, {"redis_url": redis_url}):
+        first = pybreaker.CircuitBreaker(
+            fail_max=2, reset_timeout=60, state_storage=PybreakerStorage("api", **kwargs)
+        )
+        for _ in range(2):
+            with pytest.raises((ZeroDivisionError, pybreaker.CircuitBreakerError)):
+                first.call(lambda: 1 / 0)
+        second = pybreaker.CircuitBreaker(
+            fail_max=2, reset_timeout=60, state_storage=PybreakerStorage("api", **kwargs)
+        )
+        assert second.current_state == "open"
+        assert second.fail_counter == 2
+        with pytest.raises(pybreaker.CircuitBreakerError):
+            second.call(lambda: "never called")
+        # The same layout as CircuitBreaker: ours reads it too.
+        assert CircuitBreaker(name="api", **kwargs).state == "open"
+    with pytest.raises(ValueError, match="not both"):
+        PybreakerStorage("x", state_path=tmp_path / "c.json", redis_url=redis_url)

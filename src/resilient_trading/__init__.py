@@ -5,7 +5,7 @@ Users import from the package root only; every public name is listed in ``__all_
 
 from __future__ import annotations
 
-from resilient_trading._breaker import BreakerState, CircuitBreaker
+from resilient_trading._breaker import BreakerState, CircuitBreaker, PybreakerStorage
 from resilient_trading._classify import classify, classify_response, register_rule
 from resilient_trading._client import RateLimitedClient
 from resilient_trading._errors import (
@@ -44,6 +44,7 @@ __all__ = [
     "LockedJsonStore",
     "NetworkError",
     "NonceError",
+    "PybreakerStorage",
     "RateLimit",
     "RateLimitedClient",
     "RateLimitedError",

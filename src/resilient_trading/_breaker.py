@@ -20,6 +20,7 @@ behind a slow call, and coroutines are first-class. Listeners follow pybreaker's
 from __future__ import annotations
 
 import asyncio
+import datetime
 import enum
 import functools
 import inspect
@@ -41,7 +42,13 @@ from resilient_trading._errors import (
 from resilient_trading._ratelimit import _check_number
 from resilient_trading.backends import JsonStoreState, MemoryState, RedisState, SharedState
 
-__all__ = ["BreakerSnapshot", "BreakerState", "CircuitBreaker", "CircuitBreakerListener"]
+__all__ = [
+    "BreakerSnapshot",
+    "BreakerState",
+    "CircuitBreaker",
+    "CircuitBreakerListener",
+    "PybreakerStorage",
+]
 
 T = TypeVar("T")
 log = logging.getLogger("resilient_trading.breaker")
@@ -157,13 +164,7 @@ class CircuitBreaker:
         self._exclude = tuple(exclude)
         self._listeners: list[Any] = list(listeners)
         self._clock = clock
-        self._state: SharedState
-        if redis_url is not None:
-            self._state = RedisState(redis_url, f"resilient-trading:breaker:{name}")
-        elif state_path is not None:
-            self._state = JsonStoreState(state_path, section="breakers", name=name, clock=clock)
-        else:
-            self._state = MemoryState(clock=clock)
+        self._state = _home(name, state_path, redis_url, clock)
 
     # --- observation -----------------------------------------------------------------------
 
@@ -408,6 +409,102 @@ class CircuitBreaker:
             f"CircuitBreaker(name={self.name!r}, fail_max={self.fail_max}, "
             f"reset_timeout={self.reset_timeout:g}, state={self._state.location!r})"
         )
+
+
+def _home(
+    name: str, state_path: str | os.PathLike[str] | None, redis_url: str | None, clock: Clock
+) -> SharedState:
+    if redis_url is not None:
+        return RedisState(redis_url, f"resilient-trading:breaker:{name}")
+    if state_path is not None:
+        return JsonStoreState(state_path, section="breakers", name=name, clock=clock)
+    return MemoryState(clock=clock)
+
+
+class PybreakerStorage(pybreaker.CircuitBreakerStorage):
+    """Keep a plain ``pybreaker.CircuitBreaker``'s state in one of our homes.
+
+    For code that already uses pybreaker: its state, failure counter and opening time go to
+    a :class:`LockedJsonStore` file (``state_path``) or Redis (``redis_url``), each change an
+    atomic transition, in the same layout as :class:`CircuitBreaker` (so
+    ``resilient-trading breaker status`` shows it). pybreaker's own semantics apply: no
+    classification, no latch, and its lock around the whole call.
+
+    Example:
+        >>> import pybreaker, tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "breakers.json")
+        >>> cb = pybreaker.CircuitBreaker(state_storage=PybreakerStorage("api", state_path=path))
+        >>> cb.current_state
+        'closed'
+    """
+
+    def __init__(
+        self,
+        name: str = "default",
+        *,
+        state_path: str | os.PathLike[str] | None = None,
+        redis_url: str | None = None,
+    ) -> None:
+        super().__init__(name)
+        if state_path is not None and redis_url is not None:
+            raise ValueError("give state_path or redis_url, not both")
+        self._home = _home(name, state_path, redis_url, SYSTEM_CLOCK)
+
+    def _get(self) -> dict[str, Any]:
+        return _current(self._home.read())
+
+    def _set(self, **changes: Any) -> None:
+        def fn(old: Any, now: float) -> tuple[Any, None]:
+            return {**_current(old), **changes}, None
+
+        self._home.transact(fn)
+
+    def _add(self, key: str, amount: int | None) -> None:
+        def fn(old: Any, now: float) -> tuple[Any, None]:
+            cur = _current(old)
+            value = 0 if amount is None else int(cur.get(key, 0)) + amount
+            return {**cur, key: value}, None
+
+        self._home.transact(fn)
+
+    @property
+    def state(self) -> str:
+        return str(self._get()["state"])
+
+    @state.setter
+    def state(self, state: str) -> None:
+        self._set(state=str(state))
+
+    def increment_counter(self) -> None:
+        self._add("failures", 1)
+
+    def reset_counter(self) -> None:
+        self._add("failures", None)
+
+    def increment_success_counter(self) -> None:
+        self._add("successes", 1)
+
+    def reset_success_counter(self) -> None:
+        self._add("successes", None)
+
+    @property
+    def counter(self) -> int:
+        return int(self._get()["failures"])
+
+    @property
+    def success_counter(self) -> int:
+        return int(self._get().get("successes", 0))
+
+    @property
+    def opened_at(self) -> datetime.datetime | None:
+        value = self._get()["opened_at"]
+        if value is None:
+            return None
+        return datetime.datetime.fromtimestamp(float(value), tz=datetime.timezone.utc)
+
+    @opened_at.setter
+    def opened_at(self, value: datetime.datetime) -> None:
+        self._set(opened_at=value.timestamp())
 
 
 def snapshot_of(name: str, value: Any, reset_timeout: float | None) -> BreakerSnapshot:
