@@ -142,18 +142,21 @@ def freeze_market(url: str) -> None:
 
 def verify_state(workdir: Path, url: str, address: str) -> tuple[bool, str]:
     """The state file parses and agrees with the exchange: position and open orders."""
-    from hyperliquid.info import Info
-
-    from resilient_trading import LockedJsonStore, ResilienceError, RetryPolicy
+    from resilient_trading import LockedJsonStore, RateLimiter, ResilienceError, RetryPolicy
+    from resilient_trading.presets import hyperliquid as hl
 
     try:
         doc = LockedJsonStore(workdir / "state.json").read()
     except ResilienceError as exc:
         return False, f"state file unreadable: {exc}"
-    retry = RetryPolicy(attempts=10, base_delay=0.2, max_delay=1.0)
-    info = retry.call(Info, url, skip_ws=True, timeout=5)
-    user = retry.call(info.user_state, address)
-    exchange_open = {o.get("cloid") for o in retry.call(info.frontend_open_orders, address)}
+    # The check shares the bot's budget too: the exchange counts every request from this IP.
+    limiter = RateLimiter(
+        hl.REST_LIMIT.scaled(0.9), state_path=workdir / "budget.json", key="hyperliquid"
+    )
+    retry = RetryPolicy(attempts=8, base_delay=0.2, max_delay=2.0)
+    info = hl.wrap_info(retry.call(hl.make_info, url, limiter, timeout=5), limiter, retry=retry)
+    user = info.user_state(address)
+    exchange_open = {o.get("cloid") for o in info.frontend_open_orders(address)}
     coin = "BTC"
     szi = 0.0
     for item in user.get("assetPositions", []):

@@ -19,10 +19,10 @@ from examples.hyperliquid_bot.config import BotConfig
 from examples.hyperliquid_bot.nonce import NonceSource, install
 from resilient_trading import (
     CircuitBreaker,
+    ExchangeUnavailableError,
     RateLimitedClient,
     RateLimiter,
     RetryPolicy,
-    classify,
 )
 from resilient_trading._classify import classify_message
 from resilient_trading._retry import RetryEvent
@@ -208,9 +208,7 @@ class Gateway:
 
         def attempt() -> None:
             answer = self.exchange.cancel_by_cloid(coin, Cloid(cloid))
-            if answer.get("status") == "err":
-                raise classify_message(str(answer.get("response")), operation="cancel_by_cloid")
-            for status in answer["response"]["data"]["statuses"]:
+            for status in _statuses(answer, "cancel_by_cloid"):
                 if isinstance(status, dict) and "error" in status:
                     if "never placed, already canceled, or filled" in status["error"]:
                         return
@@ -233,14 +231,32 @@ class Gateway:
         }
 
 
+def _statuses(answer: Any, operation: str) -> list[Any]:
+    """The per-item statuses of an ``/exchange`` answer, or the error it carries.
+
+    A body the SDK could not parse comes back as ``{"error": "Could not parse JSON: ..."}``;
+    any other shape we do not know is a struggling exchange too, never a reason to latch.
+    """
+    if isinstance(answer, dict):
+        if isinstance(answer.get("error"), str):
+            raise classify_message(answer["error"], operation=operation)
+        if answer.get("status") == "err":
+            raise classify_message(str(answer.get("response")), operation=operation)
+        try:
+            statuses = answer["response"]["data"]["statuses"]
+        except (KeyError, TypeError):
+            statuses = None
+        if isinstance(statuses, list) and statuses:
+            return statuses
+    raise ExchangeUnavailableError(
+        f"unexpected answer to {operation}: {str(answer)[:200]}", operation=operation
+    )
+
+
 def _interpret(answer: Any) -> dict[str, Any]:
-    if not isinstance(answer, dict):
-        raise classify(TypeError(f"unexpected answer {answer!r}"))
-    if "error" in answer and isinstance(answer["error"], str):  # the SDK's parse-error dict
-        raise classify_message(answer["error"], operation="order")
-    if answer.get("status") == "err":
-        raise classify_message(str(answer.get("response")), operation="order")
-    status = answer["response"]["data"]["statuses"][0]
+    status = _statuses(answer, "order")[0]
+    if not isinstance(status, dict):
+        raise ExchangeUnavailableError(f"unexpected order status {status!r}", operation="order")
     if "filled" in status:
         return {"status": "filled", "oid": status["filled"]["oid"]}
     if "resting" in status:

@@ -169,3 +169,24 @@ def test_bot_refuses_to_start_without_a_key_or_url(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "HYPERLIQUID_PRIVATE_KEY" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_malformed_answers_are_transient_and_never_latch(tmp_path: Path) -> None:
+    wallet = eth_account.Account.create()
+    faults = FaultConfig()
+    config = load_config(CONFIG)
+    with Simulator(seed=2, speed=60, faults=faults, accounts={wallet.address: 10_000.0}) as sim:
+        gw = Gateway.connect(config, wallet.key.hex(), sim.base_url, tmp_path)
+        mid = gw.mid("BTC")
+        cloid = "0x" + "cd" * 16
+        faults.force("malformed")  # the order lands, its answer is garbage
+        result = gw.place(
+            "BTC", True, 0.01, float(round(mid * 0.5)), {"limit": {"tif": "Gtc"}}, False, cloid
+        )
+        assert result["status"] == "open"
+        faults.force("malformed")
+        gw.cancel("BTC", cloid)
+        assert gw.order_status(cloid)["status"] == "canceled"
+        assert not gw.latched()
+        assert sim.snapshot()["duplicate_cloids"] == 0
