@@ -36,6 +36,7 @@ lint: $(STAMP)
 
 types: $(STAMP)
 	$(PY) -m mypy --strict src
+	$(PY) -m mypy --strict tests examples benchmarks
 
 unit: $(STAMP) redis-server
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q

@@ -50,7 +50,7 @@ def main() -> None:
             limiter.try_acquire("k", 1)
             return work()
 
-        return breaker.call(retrying, attempt)
+        return int(breaker.call(retrying, attempt))
 
     hand = per_op(by_hand)
 
@@ -63,7 +63,7 @@ def main() -> None:
             ours_limiter.acquire(1)
             return work()
 
-        return ours_breaker.call(ours_retry.call, attempt)
+        return int(ours_breaker.call(ours_retry.call, attempt))
 
     ours = per_op(ours_stack)
     client = RateLimitedClient(Api(), limiter=ours_limiter, breaker=ours_breaker, retry=ours_retry)

@@ -22,7 +22,7 @@ from resilient_trading import LockedJsonStore
 N = 300
 
 
-def per_op(fn: Callable[[], None], n: int) -> float:
+def per_op(fn: Callable[[], object], n: int) -> float:
     fn()
     start = time.perf_counter()
     for _ in range(n):

@@ -237,7 +237,7 @@ def test_a_slow_call_does_not_block_other_threads() -> None:
 def test_excluded_exceptions_do_not_count() -> None:
     breaker = CircuitBreaker(fail_max=1, exclude=(KeyError,))
     with pytest.raises(KeyError):
-        breaker.call(lambda: {}["missing"])
+        breaker.call(lambda: dict[str, int]()["missing"])
     assert breaker.state == "closed"
 
 

@@ -399,9 +399,14 @@ def test_read_of_an_unchanged_file_uses_the_cache(
     with store.transaction() as doc:
         doc["n"] = 1
     store.read()
-    calls = []
+    calls: list[int] = []
     real = json.loads
-    monkeypatch.setattr(json, "loads", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def counting_loads(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counting_loads)
     assert store.read() == {"n": 1}
     assert calls == []
     with LockedJsonStore(tmp_path / "s.json").transaction() as doc:

@@ -48,7 +48,10 @@ class FaultConfig:
     def uniform(cls, rate: float, **kwargs: Any) -> FaultConfig:
         """Every fault kind at ``rate`` / 6 (a total of about ``rate`` per request)."""
         share = rate / len(FAULT_KINDS)
-        return cls(**{k: share for k in FAULT_KINDS}, **kwargs)
+        config = cls(**kwargs)
+        for kind in FAULT_KINDS:
+            setattr(config, kind, share)
+        return config
 
     def force(self, kind: str, count: int = 1) -> None:
         """Make the next ``count`` eligible requests suffer ``kind`` (for deterministic tests)."""
@@ -166,7 +169,7 @@ class Simulator:
     def snapshot(self) -> dict[str, Any]:
         """All counters: requests, weight, 429s, faults by kind, orders, duplicate cloids."""
         with self._lock, self.engine.lock:
-            out = json.loads(json.dumps(self.counters))
+            out: dict[str, Any] = json.loads(json.dumps(self.counters))
             out.update(self.engine.counters)
             out["faults_injected"] = sum(out["faults"].values())
             return out

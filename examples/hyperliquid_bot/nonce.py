@@ -38,4 +38,4 @@ def install(source: NonceSource) -> None:
     """Make the SDK's ``Exchange`` take its nonces from ``source`` (process-wide)."""
     import hyperliquid.exchange
 
-    hyperliquid.exchange.get_timestamp_ms = source  # type: ignore[attr-defined]
+    hyperliquid.exchange.get_timestamp_ms = source

@@ -125,7 +125,11 @@ def test_file_round_trips_any_json_sequence_of_writes(values: list[Any]) -> None
     with tempfile.TemporaryDirectory() as tmp:
         made = FileState(os.path.join(tmp, "s.json"))
         for value in values:
-            made.transact(lambda old, now, v=value: (v, None))
+
+            def put(old: Any, now: float, v: Any = value) -> tuple[Any, None]:
+                return v, None
+
+            made.transact(put)
             assert made.read() == value
         made.close()
         assert FileState(os.path.join(tmp, "s.json")).read() == values[-1]
