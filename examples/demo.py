@@ -212,15 +212,16 @@ def summarize(
         f"{result['breaker_trips']} times, the exchange answered 429 {result['http_429']} times"
     )
     print(f"equity {pnl.get('start_equity')} -> {pnl.get('equity')}; {detail}")
-    print(f"files kept under {workdir} (state.json, breaker.json, budget.json, bot.log, sim.log)")
+    files = ", ".join(sorted(p.name for p in workdir.iterdir()))
+    print(f"files kept under {workdir}: {files}")
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=float(os.environ.get("DURATION", 60)))
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--fault-rate", type=float, default=0.04)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fault-rate", type=float, default=0.06)
     parser.add_argument("--speed", type=float, default=60.0)
     parser.add_argument("--dir", default=str(ROOT / ".demo"))
     args = parser.parse_args(argv)

@@ -111,6 +111,10 @@ def _current(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) and "state" in value else _CLOSED
 
 
+def _ensure_exists(old: Any, now: float) -> tuple[Any, None]:
+    return (old, None) if old is not None else (dict(_CLOSED), None)
+
+
 class CircuitBreaker:
     """Guard calls: retry-worthy failures open it for a while, a critical one latches it.
 
@@ -165,6 +169,9 @@ class CircuitBreaker:
         self._listeners: list[Any] = list(listeners)
         self._clock = clock
         self._state = _home(name, state_path, redis_url, clock)
+        if state_path is not None or redis_url is not None:
+            # Make the breaker visible to the CLI from the start (never overwrites a latch).
+            self._state.transact(_ensure_exists)
 
     # --- observation -----------------------------------------------------------------------
 
