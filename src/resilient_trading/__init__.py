@@ -28,6 +28,7 @@ from resilient_trading._errors import (
 from resilient_trading._jsonstore import LockedJsonStore
 from resilient_trading._ratelimit import RateLimit, RateLimiter
 from resilient_trading._retry import RetryPolicy
+from resilient_trading._typed import TypedStore
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ __all__ = [
     "RetryPolicy",
     "StateCorruptedError",
     "TransientError",
+    "TypedStore",
     "__version__",
     "classify",
     "classify_response",
