@@ -39,7 +39,7 @@ from resilient_trading._errors import (
     CriticalError,
     ResilienceError,
 )
-from resilient_trading._ratelimit import _check_number
+from resilient_trading._validate import check_number
 from resilient_trading.backends import JsonStoreState, MemoryState, RedisState, SharedState
 
 __all__ = [
@@ -163,7 +163,7 @@ class CircuitBreaker:
             if not (isinstance(item, type) and issubclass(item, BaseException)):
                 raise TypeError(f"exclude must hold exception types, got {item!r}")
         self.fail_max = fail_max
-        self.reset_timeout = _check_number("reset_timeout", reset_timeout)
+        self.reset_timeout = check_number("reset_timeout", reset_timeout)
         self.name = name
         self._exclude = tuple(exclude)
         self._listeners: list[Any] = list(listeners)

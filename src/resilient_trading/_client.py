@@ -19,7 +19,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from resilient_trading._classify import classify
 from resilient_trading._errors import RateLimitedError, ResilienceError
-from resilient_trading._ratelimit import RateLimiter, _check_number
+from resilient_trading._ratelimit import RateLimiter
+from resilient_trading._validate import check_number
 
 __all__ = ["BreakerLike", "RateLimitedClient", "RetryLike", "Weight"]
 
@@ -117,11 +118,11 @@ class RateLimitedClient(Generic[C]):
         self._retry = retry
         self._response_check = response_check
         self._checks = dict(idempotency_checks or {})
-        self._default_pause = _check_number("default_pause", default_pause)
+        self._default_pause = check_number("default_pause", default_pause)
         self._acquire_timeout = (
             None
             if acquire_timeout is None
-            else _check_number("acquire_timeout", acquire_timeout, positive=False)
+            else check_number("acquire_timeout", acquire_timeout, positive=False)
         )
         self._label = type(inner).__name__
 

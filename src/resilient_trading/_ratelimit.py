@@ -26,20 +26,12 @@ from typing import Any
 
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
 from resilient_trading._errors import RateLimitedError
+from resilient_trading._validate import check_number
 from resilient_trading.backends import MemoryState, SharedState, open_state
 
 __all__ = ["LimiterStatus", "RateLimit", "RateLimiter", "WindowStatus"]
 
 _MAX_PAUSE = 86_400.0
-
-
-def _check_number(name: str, value: Any, *, positive: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or (value <= 0 if positive else value < 0):
-        what = "a finite number > 0" if positive else "a finite number >= 0"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -59,11 +51,11 @@ class RateLimit:
             raise TypeError(f"budget must be an int of weight units, got {self.budget!r}")
         if self.budget < 1:
             raise ValueError(f"budget must be >= 1, got {self.budget!r}")
-        object.__setattr__(self, "period", _check_number("period", self.period))
+        object.__setattr__(self, "period", check_number("period", self.period))
 
     def scaled(self, share: float) -> RateLimit:
         """The same period with ``share`` of the budget (a safety margin): ``0 < share <= 1``."""
-        share = _check_number("share", share)
+        share = check_number("share", share)
         if share > 1:
             raise ValueError(f"share must be <= 1, got {share!r}")
         return RateLimit(max(1, math.floor(self.budget * share)), self.period)
@@ -142,7 +134,7 @@ class RateLimiter:
         self._max_period = max(lim.period for lim in limits)
         shortest = min(lim.period for lim in limits)
         self._granularity = (
-            shortest / 100 if granularity is None else _check_number("granularity", granularity)
+            shortest / 100 if granularity is None else check_number("granularity", granularity)
         )
         if self._granularity > shortest:
             raise ValueError("granularity must not exceed the shortest period")
@@ -269,7 +261,7 @@ class RateLimiter:
             ValueError, TypeError: A weight that could never be admitted, or a bad timeout.
         """
         weight = self._check_weight(weight)
-        limit = None if timeout is None else _check_number("timeout", timeout, positive=False)
+        limit = None if timeout is None else check_number("timeout", timeout, positive=False)
         waited = 0.0
         while True:
             decision = self._attempt(weight)
@@ -283,7 +275,7 @@ class RateLimiter:
     async def acquire_async(self, weight: int = 1, *, timeout: float | None = None) -> float:
         """:meth:`acquire` for asyncio: waits with ``await``, never blocks the event loop."""
         weight = self._check_weight(weight)
-        limit = None if timeout is None else _check_number("timeout", timeout, positive=False)
+        limit = None if timeout is None else check_number("timeout", timeout, positive=False)
         in_memory = isinstance(self._state, MemoryState)
         waited = 0.0
         while True:
@@ -309,7 +301,7 @@ class RateLimiter:
 
     def pause(self, seconds: float) -> None:
         """Make every sharer of this budget wait ``seconds`` from now (after a 429)."""
-        seconds = _check_number("seconds", seconds, positive=False)
+        seconds = check_number("seconds", seconds, positive=False)
         if seconds > _MAX_PAUSE:
             raise ValueError(f"seconds must be at most {_MAX_PAUSE:g} (a day), got {seconds!r}")
 

@@ -21,7 +21,7 @@ import tenacity
 from resilient_trading._classify import classify
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
 from resilient_trading._errors import ResilienceError, TransientError
-from resilient_trading._ratelimit import _check_number
+from resilient_trading._validate import check_number
 
 __all__ = ["RetryEvent", "RetryPolicy"]
 
@@ -81,12 +81,12 @@ class RetryPolicy:
         if attempts < 1:
             raise ValueError(f"attempts must be >= 1, got {attempts!r}")
         self.attempts = attempts
-        self.base_delay = _check_number("base_delay", base_delay, positive=False)
-        self.max_delay = _check_number("max_delay", max_delay, positive=False)
+        self.base_delay = check_number("base_delay", base_delay, positive=False)
+        self.max_delay = check_number("max_delay", max_delay, positive=False)
         if self.base_delay > self.max_delay:
             raise ValueError("base_delay must not exceed max_delay")
         self.max_total = (
-            None if max_total is None else _check_number("max_total", max_total, positive=False)
+            None if max_total is None else check_number("max_total", max_total, positive=False)
         )
         self.jitter = bool(jitter)
         self.clock = clock
