@@ -8,14 +8,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DURATION ?= 60
 SOAK_SECONDS ?= 300
+SOAK_SEED ?= 11
+MUTATE_ARGS ?=
 
-.PHONY: demo test lint types unit docs bench soak redis-server clean help
+.PHONY: demo test lint types unit docs bench soak mutate redis-server clean help
 
 help:
 	@echo "make demo   - run the example bot against the bundled exchange simulator (DURATION=$(DURATION)s)"
 	@echo "make test   - lint, mypy --strict, the whole test suite and the docs build"
 	@echo "make bench  - the benchmarks (not part of make test)"
-	@echo "make soak   - the long fault soak run (not part of make test)"
+	@echo "make soak   - the long fault soak run (SOAK_SECONDS=$(SOAK_SECONDS) SOAK_SEED=$(SOAK_SEED); not part of make test)"
+	@echo "make mutate - mutation score of the decision modules (not part of make test)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +39,7 @@ lint: $(STAMP)
 
 types: $(STAMP)
 	$(PY) -m mypy --strict src
-	$(PY) -m mypy --strict tests examples benchmarks
+	$(PY) -m mypy --strict tests examples benchmarks tools
 
 unit: $(STAMP) redis-server
 	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
@@ -53,7 +56,10 @@ bench: $(STAMP) redis-server
 	$(PY) benchmarks/run_all.py
 
 soak: $(STAMP) redis-server
-	$(PY) examples/soak.py --seconds $(SOAK_SECONDS)
+	$(PY) examples/soak.py --seconds $(SOAK_SECONDS) --seed $(SOAK_SEED)
+
+mutate: $(STAMP) redis-server
+	$(PY) tools/mutate.py $(MUTATE_ARGS)
 
 clean:
 	rm -rf $(VENV) docs/_build .demo .soak .pytest_cache .mypy_cache .ruff_cache .hypothesis
