@@ -1,7 +1,10 @@
 """LockedJsonStore against SQLite doing the same increment, measured in the same run.
 
 Prints: durable commit (ours vs SQLite WAL + synchronous=FULL), non-durable commit, the
-contended case (4 processes), and a read of an unchanged file.
+contended case (4 processes), a read of an unchanged file, a read of an unchanged
+20-position document (a bot's state: 20 positions, each with an order), and FileState's
+transition (the rate limiter's hot path). ``python benchmarks/bench_store.py reads`` runs
+only the last two.
 """
 
 from __future__ import annotations
@@ -73,8 +76,52 @@ def contended(kind: str, path: str, procs: int = 4, n: int = 100) -> float:
     return (time.perf_counter() - start) / (procs * n)
 
 
+def positions_doc() -> dict[str, object]:
+    """A bot's state: 20 positions, each with one resting order (about 2.6 KB of JSON)."""
+    return {
+        "positions": {
+            f"C{i}": {
+                "coin": f"C{i}",
+                "size": 1.5 + i,
+                "entry_px": 100.25 * i,
+                "side": "long",
+                "opened_at": 1700000000.5 + i,
+                "orders": [{"oid": 1000 + i, "cloid": "0x" + "ab" * 16, "px": 99.5, "sz": 0.1}],
+            }
+            for i in range(20)
+        },
+        "n": 5,
+        "paused": False,
+    }
+
+
+def reads(tmp: str) -> None:
+    from resilient_trading.backends import FileState
+
+    path = os.path.join(tmp, "positions.json")
+    with LockedJsonStore(path).transaction() as doc:
+        doc.update(positions_doc())
+    store = LockedJsonStore(path)
+    read = per_op(lambda: store.read() and None, 20000)
+    print(f"{'read, unchanged 20-position document':40} {read * 1e6:10.1f}us")
+    if hasattr(store, "snapshot"):
+        view = per_op(lambda: store.snapshot() and None, 20000)
+        print(f"{'snapshot (read-only), same document':40} {view * 1e6:10.1f}us")
+    state = FileState(os.path.join(tmp, "limiter.state"))
+    window = {"hits": [1700000000.0 + i for i in range(40)], "paused_until": 0.0}
+
+    def admit() -> None:
+        state.transact(lambda old, now: (dict(window, n=(old or {}).get("n", 0) + 1), None))
+
+    transact = per_op(admit, 5000)
+    print(f"{'FileState.transact (limiter hot path)':40} {transact * 1e6:10.1f}us")
+
+
 def main() -> None:
     tmp = tempfile.mkdtemp(prefix="rt-bench-store-")
+    if sys.argv[1:] == ["reads"]:
+        reads(tmp)
+        return
     rows = []
     ours = per_op(store_incr(os.path.join(tmp, "a.json"), True), N)
     sqlite = per_op(sqlite_incr(os.path.join(tmp, "a.db"), "FULL"), N)
@@ -97,6 +144,7 @@ def main() -> None:
     print(f"{'operation':40} {'ours':>12} {'SQLite':>12} {'ours/SQLite':>12}")
     for name, a, b in rows:
         print(f"{name:40} {a * 1e6:10.1f}us {b * 1e6:10.1f}us {a / b:11.2f}x")
+    reads(tmp)
 
 
 if __name__ == "__main__":

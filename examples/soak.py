@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from eth_account import Account
 
-    from resilient_trading import LockedJsonStore, ResilienceError
+    from examples.hyperliquid_bot.state import open_state
+    from resilient_trading import ResilienceError
 
     workdir = Path(args.dir)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             state = workdir / "state.json"
             if state.exists():
                 try:
-                    LockedJsonStore(state).read()
+                    open_state(state).read()  # parses and fits the typed BotState
                 except ResilienceError as exc:
                     state_always_parsed = False
                     broken.append(f"after kill {restarts}: {exc}")

@@ -1,5 +1,6 @@
 """CircuitBreaker: transient runs open it for a while, one critical error latches it, state is
-shared and survives restarts; RetryPolicy: transient only, retry_after first, capped."""
+shared and survives restarts. (RetryPolicy: tests/test_retry.py; the pure rules:
+tests/test_breaker_rules.py; faults: tests/test_breaker_faults.py.)"""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import logging
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +25,18 @@ from resilient_trading import (
     CriticalError,
     InsufficientFundsError,
     NetworkError,
-    RateLimitedError,
-    RetryPolicy,
 )
 from resilient_trading._breaker import CircuitBreakerListener
 from resilient_trading._clock import ManualClock
+from tests._breaker_modes import MODES, guard
 
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    """Every behaviour test runs through ``call`` and through ``call_async``."""
+    return str(request.param)
 
 
 def transient() -> None:
@@ -84,7 +89,8 @@ class Model:
 
 
 class BreakerMachine(RuleBasedStateMachine):
-    """Two breaker instances share one state file and must both agree with the model."""
+    """Two breaker instances share one state file and must both agree with the model, whether
+    each call goes through ``call`` or ``call_async``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,8 +104,12 @@ class BreakerMachine(RuleBasedStateMachine):
         ]
         self.model = Model(3, 10.0)
 
-    @rule(which=st.integers(0, 1), kind=st.sampled_from(["success", "transient", "critical"]))
-    def call(self, which: int, kind: str) -> None:
+    @rule(
+        which=st.integers(0, 1),
+        kind=st.sampled_from(["success", "transient", "critical"]),
+        mode=st.sampled_from(MODES),
+    )
+    def call(self, which: int, kind: str, mode: str) -> None:
         fn = {"success": ok, "transient": transient, "critical": critical}[kind]
         admitted = self.model.admit(self.clock.time())
         called = []
@@ -110,7 +120,7 @@ class BreakerMachine(RuleBasedStateMachine):
 
         refusal: CircuitOpenError | None = None
         try:
-            self.breakers[which].call(spy)
+            guard(self.breakers[which], mode, spy)
         except CircuitOpenError as exc:
             refusal = exc
         except (NetworkError, CriticalError):
@@ -158,33 +168,93 @@ def test_state_is_a_str_enum() -> None:
     assert str(BreakerState.HALF_OPEN) == "half-open"
 
 
-def test_open_error_says_why_and_when() -> None:
+def test_open_error_says_why_and_when(mode: str) -> None:
     clock = ManualClock(500.0)
     breaker = CircuitBreaker(fail_max=1, reset_timeout=30.0, clock=clock)
-    with pytest.raises(NetworkError):
-        breaker.call(transient)
+    with pytest.raises(NetworkError) as failed:
+        guard(breaker, mode, transient)
+    assert isinstance(failed.value.__cause__, ConnectionResetError)
     with pytest.raises(CircuitOpenError) as info:
-        breaker.call(ok)
+        guard(breaker, mode, ok)
     assert not info.value.latched
     assert info.value.retry_at == 530.0
     assert info.value.opened_at == 500.0
     assert "NetworkError" in (info.value.reason or "")
     with pytest.raises(CriticalError):
-        CircuitBreaker(clock=clock).call(critical)
+        guard(CircuitBreaker(clock=clock), mode, critical)
 
 
-def test_critical_latches_until_reset_even_after_reset_timeout() -> None:
+def test_critical_latches_until_reset_even_after_reset_timeout(mode: str) -> None:
     clock = ManualClock()
     breaker = CircuitBreaker(fail_max=5, reset_timeout=1.0, clock=clock)
     with pytest.raises(InsufficientFundsError):
-        breaker.call(critical)
+        guard(breaker, mode, critical)
     clock.advance(1000)
     with pytest.raises(CircuitOpenError) as info:
-        breaker.call(ok)
+        guard(breaker, mode, ok)
     assert info.value.latched
     assert info.value.retry_at is None
     breaker.reset()
-    assert breaker.call(ok) == "ok"
+    assert guard(breaker, mode, ok) == "ok"
+
+
+def test_fail_max_transient_failures_open_then_one_trial_closes_it(mode: str) -> None:
+    clock = ManualClock()
+    breaker = CircuitBreaker(fail_max=3, reset_timeout=10.0, clock=clock)
+    for _ in range(2):
+        with pytest.raises(NetworkError):
+            guard(breaker, mode, transient)
+    assert guard(breaker, mode, ok) == "ok"  # a success clears the run
+    assert breaker.fail_counter == 0
+    for _ in range(3):
+        with pytest.raises(NetworkError):
+            guard(breaker, mode, transient)
+    assert breaker.state == "open"
+    clock.advance(9.9)
+    with pytest.raises(CircuitOpenError):
+        guard(breaker, mode, ok)
+    clock.advance(0.1)
+    with pytest.raises(NetworkError):  # the trial fails: open again, for a full period
+        guard(breaker, mode, transient)
+    assert breaker.state == "open"
+    assert breaker.snapshot().trips == 2  # closed->open, then half-open->open
+    clock.advance(10)
+    assert guard(breaker, mode, ok) == "ok"
+    assert breaker.state == "closed"
+
+
+def test_before_call_listeners_run_in_both_modes(mode: str) -> None:
+    """Issue #12 drift bug: call_async never called the before_call listeners."""
+    seen: list[str] = []
+
+    class Listener(CircuitBreakerListener):
+        def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
+            seen.append("before")
+
+        def success(self, cb: Any) -> None:
+            seen.append("success")
+
+    breaker = CircuitBreaker(listeners=[Listener()])
+    assert guard(breaker, mode, ok) == "ok"
+    assert seen == ["before", "success"]
+
+
+def test_a_trial_raising_an_excluded_exception_closes_the_breaker(mode: str) -> None:
+    """Issue #12 drift bug: the async path left the breaker half-open (the sync path closed
+    it: an excluded exception is a business outcome, the service answered)."""
+    clock = ManualClock()
+    breaker = CircuitBreaker(fail_max=1, reset_timeout=5.0, exclude=(KeyError,), clock=clock)
+    with pytest.raises(NetworkError):
+        guard(breaker, mode, transient)
+    clock.advance(5)
+
+    def business() -> None:
+        raise KeyError("no such order")
+
+    with pytest.raises(KeyError):
+        guard(breaker, mode, business)
+    assert breaker.state == "closed"
+    assert guard(breaker, mode, ok) == "ok"
 
 
 def test_half_open_admits_exactly_one_trial_among_concurrent_tasks() -> None:
@@ -234,10 +304,34 @@ def test_a_slow_call_does_not_block_other_threads() -> None:
     t.join()
 
 
-def test_excluded_exceptions_do_not_count() -> None:
+def test_an_order_outcome_is_an_answer_never_a_failure(mode: str) -> None:
+    """An error neither transient nor critical (an IOC that found nothing to match) says the
+    exchange works: it is raised as it is, never counted, and it settles a trial as a success."""
+    from resilient_trading import OrderNotFilled
+
+    clock = ManualClock()
+    breaker = CircuitBreaker(fail_max=2, reset_timeout=5.0, clock=clock)
+
+    def ioc() -> None:
+        raise OrderNotFilled("Order could not immediately match against any resting orders.")
+
+    for _ in range(5):
+        with pytest.raises(OrderNotFilled):
+            guard(breaker, mode, ioc)
+    assert breaker.state == "closed" and breaker.fail_counter == 0
+    for _ in range(2):
+        with pytest.raises(NetworkError):
+            guard(breaker, mode, transient)
+    clock.advance(5)
+    with pytest.raises(OrderNotFilled):
+        guard(breaker, mode, ioc)  # the trial: the exchange answered
+    assert breaker.state == "closed"
+
+
+def test_excluded_exceptions_do_not_count(mode: str) -> None:
     breaker = CircuitBreaker(fail_max=1, exclude=(KeyError,))
     with pytest.raises(KeyError):
-        breaker.call(lambda: dict[str, int]()["missing"])
+        guard(breaker, mode, lambda: dict[str, int]()["missing"])
     assert breaker.state == "closed"
 
 
@@ -385,143 +479,6 @@ def test_redis_breakers_share_state(redis_url: str) -> None:
     with pytest.raises(CriticalError):
         a.call(critical)
     assert b.latched
-
-
-# --- RetryPolicy --------------------------------------------------------------------------
-
-
-def flaky(failures: list[BaseException]) -> Any:
-    calls: list[int] = []
-
-    def fn() -> str:
-        calls.append(1)
-        if failures:
-            raise failures.pop(0)
-        return "done"
-
-    fn.calls = calls  # type: ignore[attr-defined]
-    return fn
-
-
-def test_retry_honours_retry_after_over_its_own_backoff() -> None:
-    clock = ManualClock()
-    fn = flaky([RateLimitedError("429", retry_after=7.0), ConnectionResetError()])
-    policy = RetryPolicy(attempts=5, base_delay=0.5, max_delay=4.0, clock=clock, jitter=False)
-    assert policy.call(fn) == "done"
-    assert clock.slept == [7.0, 1.0]
-
-
-def test_retry_backoff_doubles_and_is_capped() -> None:
-    clock = ManualClock()
-    fn = flaky([ConnectionResetError()] * 5)
-    policy = RetryPolicy(attempts=6, base_delay=0.5, max_delay=3.0, clock=clock, jitter=False)
-    assert policy.call(fn) == "done"
-    assert clock.slept == [0.5, 1.0, 2.0, 3.0, 3.0]
-
-
-def test_jitter_stays_between_half_and_all_of_the_backoff() -> None:
-    clock = ManualClock()
-    policy = RetryPolicy(attempts=8, base_delay=1.0, max_delay=8.0, clock=clock, seed=3)
-    policy.call(flaky([ConnectionResetError()] * 7))
-    for attempt, slept in enumerate(clock.slept, start=1):
-        own = min(8.0, 2.0 ** (attempt - 1))
-        assert own / 2 <= slept <= own
-
-
-def test_retry_total_cap_and_attempts_give_up_with_attempt_number() -> None:
-    clock = ManualClock()
-    policy = RetryPolicy(
-        attempts=10, base_delay=1.0, max_delay=10.0, max_total=3.5, clock=clock, jitter=False
-    )
-    with pytest.raises(NetworkError) as info:
-        policy.call(flaky([ConnectionResetError()] * 10))
-    assert sum(clock.slept) <= 3.5
-    assert info.value.attempt == 3
-    clock2 = ManualClock()
-    with pytest.raises(NetworkError) as info2:
-        RetryPolicy(attempts=3, base_delay=0.1, clock=clock2).call(
-            flaky([ConnectionResetError()] * 5)
-        )
-    assert info2.value.attempt == 3
-    assert len(clock2.slept) == 2
-
-
-def test_critical_and_open_breaker_are_never_retried() -> None:
-    clock = ManualClock()
-    policy = RetryPolicy(attempts=5, clock=clock)
-    fn = flaky([PermissionError("denied")])
-    with pytest.raises(CriticalError):
-        policy.call(fn)
-    assert fn.calls == [1]
-    refusal = CircuitOpenError(
-        "open", name="x", latched=True, reason=None, opened_at=None, retry_at=None
-    )
-    fn2 = flaky([refusal])
-    with pytest.raises(CircuitOpenError):
-        policy.call(fn2)
-    assert fn2.calls == [1]
-    assert clock.slept == []
-
-
-def test_idempotency_check_prevents_a_second_order() -> None:
-    clock = ManualClock()
-    orders: list[str] = []
-
-    def place() -> str:
-        orders.append("sent")
-        raise TimeoutError("read timed out")  # the order may have landed
-
-    found = RetryPolicy(attempts=4, base_delay=0.1, clock=clock).call_checked(
-        place, lambda: "order 0xabc exists"
-    )
-    assert found == "order 0xabc exists"
-    assert orders == ["sent"]
-
-
-def test_async_retry_does_not_block_the_loop() -> None:
-    clock = ManualClock()
-    attempts: list[int] = []
-
-    async def fn() -> str:
-        attempts.append(1)
-        if len(attempts) < 3:
-            raise ConnectionResetError()
-        return "ok"
-
-    policy = RetryPolicy(attempts=3, base_delay=0.2, clock=clock, jitter=False)
-    assert asyncio.run(policy.call_async(fn)) == "ok"
-    assert clock.slept == [0.2, 0.4]
-
-
-def test_retry_as_decorator_with_real_time_is_quick() -> None:
-    calls: list[int] = []
-
-    @RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002)
-    def fn() -> int:
-        calls.append(1)
-        if len(calls) < 2:
-            raise ConnectionResetError()
-        return len(calls)
-
-    started = time.monotonic()
-    assert fn() == 2
-    assert time.monotonic() - started < 1
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error"),
-    [
-        ({"attempts": 0}, ValueError),
-        ({"attempts": 2.0}, TypeError),
-        ({"base_delay": -1}, ValueError),
-        ({"base_delay": 5, "max_delay": 1}, ValueError),
-        ({"max_delay": float("inf")}, ValueError),
-        ({"max_total": -1}, ValueError),
-    ],
-)
-def test_retry_bad_arguments(kwargs: dict[str, Any], error: type[Exception]) -> None:
-    with pytest.raises(error):
-        RetryPolicy(**kwargs)
 
 
 def test_pybreaker_storage_shares_a_plain_pybreaker_through_our_homes(

@@ -13,7 +13,9 @@ import requests
 from hyperliquid.api import API
 
 from resilient_trading import (
+    MAX_RETRY_AFTER,
     ExchangeUnavailableError,
+    InvalidRequestError,
     NetworkError,
     RateLimitedError,
     RequestTimeoutError,
@@ -128,3 +130,31 @@ def test_tls_to_a_plain_http_server_is_a_network_error() -> None:
         ):
             context.wrap_socket(raw, server_hostname=host)
     assert isinstance(classify(info.value), NetworkError)
+
+
+def test_a_day_long_retry_after_from_a_real_server_is_capped() -> None:
+    two_days = str(2 * 86400)
+    with http_server(_answer(429, {"Retry-After": two_days}, b"slow down")) as url:
+        with pytest.raises(requests.HTTPError) as via_requests:
+            requests.get(url, timeout=2).raise_for_status()
+        with pytest.raises(httpx.HTTPStatusError) as via_httpx:
+            httpx.get(url, timeout=2).raise_for_status()
+    for info in (via_requests, via_httpx):
+        err = classify(info.value)
+        assert isinstance(err, RateLimitedError)  # slowed down, never critical
+        assert err.retry_after == MAX_RETRY_AFTER
+
+
+def test_a_key_in_a_real_error_body_never_survives_the_cut() -> None:
+    key = "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+    for before in (150, 170, 190):
+        body = ("e" * before + key).encode()
+        with (
+            http_server(_answer(400, {"Content-Type": "text/plain"}, body)) as url,
+            pytest.raises(Exception) as info,
+        ):
+            API(url, timeout=2).post("/exchange", {"action": {}})
+        err = classify(info.value)
+        assert isinstance(err, InvalidRequestError)
+        for i in range(len(key) - 15):
+            assert key[i : i + 16] not in str(err)

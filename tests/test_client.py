@@ -1,19 +1,28 @@
-"""RateLimitedClient: weights, classification, the 429 pause, composition order, presets."""
+"""RateLimitedClient: weights, classification, the 429 pause, composition order, idempotency.
+
+Every behaviour runs in both modes (the ``mode`` fixture): the sync and async shells share
+one plan (weight, retry, check) and must not drift apart again.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resilient_trading import (
     CircuitBreaker,
     CircuitOpenError,
+    CriticalError,
+    InsufficientFundsError,
     NetworkError,
     RateLimit,
     RateLimitedClient,
@@ -21,70 +30,97 @@ from resilient_trading import (
     RateLimiter,
     RetryPolicy,
 )
-from resilient_trading._clock import ManualClock
 from resilient_trading.presets import hyperliquid as hl
+from resilient_trading.testing import ManualClock
 from tests._http import http_server
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class Api:
+class SyncApi:
+    """A client whose ``ping`` fails ``fail_next`` times with a reset, then answers."""
+
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.fail_next = 0
         self.version = "1.0"
+        self.answer: Any = "pong"
 
-    def ping(self) -> str:
+    def _ping(self) -> Any:
         self.calls.append("ping")
         if self.fail_next:
             self.fail_next -= 1
             raise ConnectionResetError(104, "reset")
-        return "pong"
+        return self.answer
+
+    def ping(self) -> Any:
+        return self._ping()
 
     def batch(self, items: list[int]) -> int:
         self.calls.append("batch")
         return len(items)
 
-    async def aping(self) -> str:
-        self.calls.append("aping")
-        if self.fail_next:
-            self.fail_next -= 1
-            raise ConnectionResetError(104, "reset")
-        return "apong"
+
+class AsyncApi(SyncApi):
+    async def ping(self) -> Any:
+        await asyncio.sleep(0)
+        return self._ping()
+
+
+@pytest.fixture(params=["sync", "async"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def make_api(mode: str) -> SyncApi:
+    return AsyncApi() if mode == "async" else SyncApi()
+
+
+def run(mode: str, fn: Callable[[], Any]) -> Any:
+    """Call ``fn`` (a method of the client) in ``mode`` and return its result."""
+    if mode == "async":
+
+        async def main() -> Any:
+            result = fn()
+            assert isinstance(result, Awaitable)
+            return await result
+
+        return asyncio.run(main())
+    return fn()
 
 
 def used(limiter: RateLimiter) -> int:
     return limiter.status().windows[0].used
 
 
-def test_methods_acquire_their_weight_and_attributes_pass_through() -> None:
+def test_methods_acquire_their_weight_and_attributes_pass_through(mode: str) -> None:
     limiter = RateLimiter(RateLimit(100, 60.0), clock=ManualClock())
     client = RateLimitedClient(
-        Api(), limiter=limiter, weights={"ping": 7, "batch": lambda items: len(items)}
+        make_api(mode), limiter=limiter, weights={"ping": 7, "batch": lambda items: len(items)}
     )
     assert client.version == "1.0"
-    assert client.ping() == "pong"
+    assert run(mode, client.ping) == "pong"
     assert used(limiter) == 7
     assert client.batch([1, 2, 3]) == 3
     assert used(limiter) == 10
     assert client.weight_of("other") == 1
 
 
-def test_errors_are_classified_with_the_original_as_cause() -> None:
-    api = Api()
+def test_errors_are_classified_with_the_original_as_cause(mode: str) -> None:
+    api = make_api(mode)
     api.fail_next = 1
     client = RateLimitedClient(api, limiter=RateLimiter(RateLimit(100, 60.0)))
     with pytest.raises(NetworkError) as info:
-        client.ping()
+        run(mode, client.ping)
     assert isinstance(info.value.__cause__, ConnectionResetError)
-    assert info.value.operation == "Api.ping"
+    assert info.value.operation == f"{type(api).__name__}.ping"
 
 
-def test_retry_inside_breaker_and_every_attempt_pays() -> None:
+def test_retry_inside_breaker_and_every_attempt_pays(mode: str) -> None:
     clock = ManualClock()
     limiter = RateLimiter(RateLimit(100, 60.0), clock=clock)
     breaker = CircuitBreaker(fail_max=1, reset_timeout=30.0, clock=clock)
-    api = Api()
+    api = make_api(mode)
     api.fail_next = 2
     client = RateLimitedClient(
         api,
@@ -93,22 +129,23 @@ def test_retry_inside_breaker_and_every_attempt_pays() -> None:
         breaker=breaker,
         retry=RetryPolicy(attempts=3, base_delay=0.1, clock=clock),
     )
-    assert client.ping() == "pong"  # two failures absorbed by retry: the breaker never saw them
+    assert run(mode, client.ping) == "pong"  # two failures absorbed by retry
     assert breaker.state == "closed"
     assert used(limiter) == 15  # three attempts, five each
     api.fail_next = 5
     with pytest.raises(NetworkError):
-        client.ping()  # outlasted retry: one failure for the breaker, which opens (fail_max=1)
+        run(mode, client.ping)  # outlasted retry: one failure for the breaker, which opens
     assert breaker.state == "open"
     spent = used(limiter)
     with pytest.raises(CircuitOpenError):
-        client.ping()
+        run(mode, client.ping)
     assert used(limiter) == spent  # an open breaker refuses at once and spends no budget
 
 
-def test_idempotency_check_stops_a_second_send() -> None:
+def test_idempotency_check_stops_a_second_send(mode: str) -> None:
+    """Issue #12: the async path ignored ``idempotency_checks`` and sent twice."""
     clock = ManualClock()
-    api = Api()
+    api = make_api(mode)
     api.fail_next = 1
     checks: list[str] = []
 
@@ -122,37 +159,101 @@ def test_idempotency_check_stops_a_second_send() -> None:
         retry=RetryPolicy(attempts=3, base_delay=0.1, clock=clock),
         idempotency_checks={"ping": check},
     )
-    assert client.ping() == "it went through"
-    assert api.calls == ["ping"]
+    assert run(mode, client.ping) == "it went through"
+    assert api.calls == ["ping"]  # sent once
     assert checks == ["asked"]
 
 
-def test_response_check_turns_an_error_answer_into_an_exception() -> None:
-    class Exchange:
-        def order(self) -> dict[str, Any]:
-            return {"status": "err", "response": "Insufficient margin to place order."}
-
-    client = hl.wrap_exchange(Exchange(), RateLimiter(hl.REST_LIMIT))
-    from resilient_trading import InsufficientFundsError
-
-    with pytest.raises(InsufficientFundsError):
-        client.order()
-
-
-def test_async_methods_are_guarded_too() -> None:
+def test_an_async_check_is_awaited() -> None:
     clock = ManualClock()
-    limiter = RateLimiter(RateLimit(100, 60.0), clock=clock)
-    api = Api()
+    api = AsyncApi()
     api.fail_next = 1
+
+    async def check() -> str | None:
+        await asyncio.sleep(0)
+        return "found"
+
     client = RateLimitedClient(
         api,
-        limiter=limiter,
-        weights={"aping": 4},
-        breaker=CircuitBreaker(clock=clock),
-        retry=RetryPolicy(attempts=2, base_delay=0.1, clock=clock),
+        limiter=RateLimiter(RateLimit(100, 60.0), clock=clock),
+        retry=RetryPolicy(attempts=3, base_delay=0.1, clock=clock),
+        idempotency_checks={"ping": check},
     )
-    assert asyncio.run(client.aping()) == "apong"
-    assert used(limiter) == 8
+    assert asyncio.run(client.ping()) == "found"
+    assert api.calls == ["ping"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    failures=st.integers(0, 4),
+    answers=st.lists(st.sampled_from(["none", "found", "reset"]), min_size=4, max_size=4),
+    is_async=st.booleans(),
+)
+def test_a_call_with_a_check_is_sent_again_only_when_the_check_says_nothing_happened(
+    failures: int, answers: list[str], is_async: bool
+) -> None:
+    """The model: after a failed attempt the check is asked; "found" ends the call with the
+    found result, "none" allows one more send, "reset" (the check failed) uses an attempt."""
+    mode = "async" if is_async else "sync"
+    clock = ManualClock()
+    api = make_api(mode)
+    api.fail_next = failures
+    script = iter(answers)
+    asked: list[str] = []
+
+    def check() -> str | None:
+        answer = next(script)
+        asked.append(answer)
+        if answer == "reset":
+            raise ConnectionResetError(104, "reset during the check")
+        return "found" if answer == "found" else None
+
+    client = RateLimitedClient(
+        api,
+        limiter=RateLimiter(RateLimit(1000, 60.0), clock=clock),
+        retry=RetryPolicy(attempts=5, base_delay=0.01, clock=clock),
+        idempotency_checks={"ping": check},
+    )
+    try:
+        result = run(mode, client.ping)
+    except NetworkError:
+        result = None
+    assert (result, len(api.calls)) == _model(failures, answers, attempts=5)
+
+
+def _model(failures: int, answers: list[str], *, attempts: int) -> tuple[str | None, int]:
+    """The reference: send; before each later attempt ask; send again only after "none"."""
+    fails, sends = failures, 0
+
+    def send() -> str | None:
+        nonlocal fails, sends
+        sends += 1
+        if fails:
+            fails -= 1
+            return None
+        return "pong"
+
+    result = send()
+    script = iter(answers)
+    for _ in range(attempts - 1):
+        if result is not None:
+            break
+        answer = next(script)
+        if answer == "found":
+            return "found", sends
+        if answer == "none":
+            result = send()
+    return result, sends
+
+
+def test_response_check_turns_an_error_answer_into_an_exception(mode: str) -> None:
+    api = make_api(mode)
+    api.answer = {"status": "err", "response": "Insufficient margin to place order."}
+    client = RateLimitedClient(
+        api, limiter=RateLimiter(hl.REST_LIMIT), response_check=hl.check_response
+    )
+    with pytest.raises(InsufficientFundsError):
+        run(mode, client.ping)
 
 
 def test_a_429_pauses_every_sharer_for_retry_after(tmp_path: Path) -> None:
@@ -186,87 +287,51 @@ def test_a_429_pauses_every_sharer_for_retry_after(tmp_path: Path) -> None:
         assert client.get() == "ok"  # waits out the pause, then succeeds
 
 
-def test_a_429_without_retry_after_uses_the_default_pause() -> None:
+def test_a_429_without_retry_after_uses_the_default_pause(mode: str) -> None:
     from hyperliquid.utils.error import ClientError
 
     class Info:
         def all_mids(self) -> None:
             raise ClientError(429, None, "null", None, {"Content-Type": "application/json"})
 
+    class AsyncInfo:
+        async def all_mids(self) -> None:
+            raise ClientError(429, None, "null", None, {"Content-Type": "application/json"})
+
     clock = ManualClock(1000.0)
     limiter = RateLimiter(hl.REST_LIMIT, clock=clock)
-    client = hl.wrap_info(Info(), limiter, default_pause=7.0)
+    client = hl.wrap_info(AsyncInfo() if mode == "async" else Info(), limiter, default_pause=7.0)
     with pytest.raises(RateLimitedError):
-        client.all_mids()
+        run(mode, client.all_mids)
     assert limiter.status().paused_until == pytest.approx(1007.0)
+
+
+def test_a_critical_error_is_never_retried(mode: str) -> None:
+    clock = ManualClock()
+    api = make_api(mode)
+
+    def refuse() -> Any:
+        api.calls.append("ping")
+        raise CriticalError("refused")
+
+    api._ping = refuse  # type: ignore[method-assign]
+    client = RateLimitedClient(
+        api,
+        limiter=RateLimiter(RateLimit(100, 60.0), clock=clock),
+        retry=RetryPolicy(attempts=5, base_delay=0.1, clock=clock),
+    )
+    with pytest.raises(CriticalError):
+        run(mode, client.ping)
+    assert api.calls == ["ping"]
 
 
 def test_bad_client_arguments() -> None:
     limiter = RateLimiter(RateLimit(10, 1.0))
     with pytest.raises(TypeError):
-        RateLimitedClient(Api(), limiter="nope")  # type: ignore[arg-type]
+        RateLimitedClient(SyncApi(), limiter="nope")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        RateLimitedClient(Api(), limiter=limiter, weights={"ping": "heavy"})  # type: ignore[dict-item]
+        RateLimitedClient(SyncApi(), limiter=limiter, weights={"ping": "heavy"})  # type: ignore[dict-item]
     with pytest.raises(ValueError):
-        RateLimitedClient(Api(), limiter=limiter, default_pause=0)
+        RateLimitedClient(SyncApi(), limiter=limiter, default_pause=0)
     with pytest.raises(ValueError):
-        RateLimitedClient(Api(), limiter=limiter, weights={"ping": lambda: -1}).ping()
-
-
-# --- the Hyperliquid preset -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("request_type", "weight"),
-    [
-        ("l2Book", 2),
-        ("allMids", 2),
-        ("clearinghouseState", 2),
-        ("orderStatus", 2),
-        ("spotClearinghouseState", 2),
-        ("exchangeStatus", 2),
-        ("userRole", 60),
-        ("meta", 20),
-        ("openOrders", 20),
-        ("candleSnapshot", 20),
-    ],
-)
-def test_documented_info_weights(request_type: str, weight: int) -> None:
-    assert hl.info_weight(request_type) == weight
-
-
-def test_documented_extra_and_exchange_weights() -> None:
-    assert hl.items_weight("candleSnapshot", 119) == 1
-    assert hl.items_weight("candleSnapshot", 120) == 2
-    assert hl.items_weight("userFills", 40) == 2
-    assert hl.items_weight("meta", 1000) == 0
-    assert hl.exchange_weight(1) == 1
-    assert hl.exchange_weight(39) == 1
-    assert hl.exchange_weight(40) == 2
-    assert hl.exchange_weight(79) == 2
-    assert RateLimit(1200, 60.0) == hl.REST_LIMIT
-    assert hl.rest_limit(0.05).budget == 1140
-
-
-def test_preset_maps_sdk_methods_and_charges_items_after_the_answer() -> None:
-    class Info:
-        def candles_snapshot(self, name: str, interval: str, start: int, end: int) -> list[int]:
-            return list(range(130))
-
-        def all_mids(self) -> dict[str, str]:
-            return {"BTC": "1"}
-
-    limiter = RateLimiter(hl.REST_LIMIT, clock=ManualClock())
-    info = hl.wrap_info(Info(), limiter)
-    info.all_mids()
-    assert used(limiter) == 2
-    info.candles_snapshot("BTC", "1m", 0, 1)
-    assert used(limiter) == 2 + 20 + 2
-
-    class Exchange:
-        def bulk_orders(self, orders: list[int]) -> dict[str, str]:
-            return {"status": "ok"}
-
-    ex = hl.wrap_exchange(Exchange(), limiter)
-    ex.bulk_orders(list(range(80)))
-    assert used(limiter) == 24 + 3
+        RateLimitedClient(SyncApi(), limiter=limiter, weights={"ping": lambda: -1}).ping()

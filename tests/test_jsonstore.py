@@ -162,7 +162,11 @@ def test_plain_json_from_before_is_adopted(tmp_path: Path) -> None:
 
 def test_schema_migration(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
-    with LockedJsonStore(path, schema_version=1).transaction() as doc:
+
+    def v1_from_nothing(data: dict[str, Any], version: int) -> dict[str, Any]:
+        raise AssertionError("nothing older than v1 exists")
+
+    with LockedJsonStore(path, schema_version=1, migrate=v1_from_nothing).transaction() as doc:
         doc["qty"] = 3
 
     def migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
@@ -174,7 +178,13 @@ def test_schema_migration(tmp_path: Path) -> None:
     with v2.transaction() as doc:
         doc["size"] += 1
     with pytest.raises(StateCorruptedError, match="newer"):
-        LockedJsonStore(path, schema_version=1).read()
+        LockedJsonStore(path, schema_version=1, migrate=v1_from_nothing).read()
+
+
+def test_schema_version_without_migrate_is_refused_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="schema_version=2 needs migrate"):
+        LockedJsonStore(tmp_path / "s.json", schema_version=2)
+    assert not (tmp_path / "s.json.lock").exists()  # refused before touching the disk
 
 
 def test_symlink_at_the_state_path_is_refused(tmp_path: Path) -> None:

@@ -139,11 +139,16 @@ def test_charge_records_weight_known_after_the_call() -> None:
         limiter.charge(-1)
 
 
-def test_clock_jumping_back_does_not_wedge_the_limiter() -> None:
+def test_wall_clock_steps_neither_wedge_nor_widen_the_in_process_budget() -> None:
+    """Issue #11 item 14: the per-process budget runs on the monotonic clock."""
     clock = ManualClock(10_000.0)
     limiter = RateLimiter(RateLimit(5, 1.0), clock=clock)
     limiter.acquire(5)
-    clock._now = 0.0  # the wall clock jumped back hours
+    clock.step(-3600.0)  # the wall clock jumped back an hour
+    assert not limiter.try_acquire(1)
+    clock.step(+3661.0)  # ...and forward past the window: no extra budget either
+    assert not limiter.try_acquire(1)
+    clock.advance(1.0)  # a real second later the window has slid, as always
     assert limiter.try_acquire(5)
 
 
@@ -218,7 +223,7 @@ class LimiterMachine(RuleBasedStateMachine):
     @invariant()
     def status_agrees(self) -> None:
         now = self.clock.time()
-        used = sum(w for t, w in self.admits if t > now - self.limit.period)
+        used = sum(w for t, w in self.admits if t > now - self.limit.period + 1e-9)
         reported = self.limiter.status().windows[0].used
         # Bucketed entries may linger one bucket longer than the exact log.
         assert (
@@ -228,7 +233,7 @@ class LimiterMachine(RuleBasedStateMachine):
             + sum(
                 w
                 for t, w in self.admits
-                if now - self.limit.period - 0.03 < t <= now - self.limit.period
+                if now - self.limit.period - 0.03 < t <= now - self.limit.period + 1e-9
             )
         )
 

@@ -47,10 +47,12 @@ PKG = ROOT / "src" / "resilient_trading"
 
 #: module (relative to the package) -> the test files that are its own.
 TARGETS: dict[str, list[str]] = {
-    "_limiter_rules.py": ["tests/test_ratelimit.py"],
-    "_breaker_rules.py": ["tests/test_breaker.py"],
+    "_limiter_rules.py": ["tests/test_ratelimit_rules.py"],
+    "_breaker_rules.py": ["tests/test_breaker_rules.py", "tests/test_breaker.py"],
     "_retry.py": ["tests/test_retry.py"],
-    "_classify.py": ["tests/test_classify.py"],
+    "_retry_rules.py": ["tests/test_retry.py"],
+    "_classify.py": ["tests/test_classify.py", "tests/test_classify_network.py"],
+    "_classify_messages.py": ["tests/test_classify.py"],
     "_redact.py": ["tests/test_redact.py", "tests/test_errors.py"],
 }
 
@@ -85,6 +87,16 @@ class Mutant:
     source: str
 
 
+#: Calls whose result only annotations use (with ``from __future__ import annotations`` they
+#: are never evaluated at run time, so mutating them cannot change behaviour).
+_TYPING_ONLY = frozenset({"TypeVar", "ParamSpec", "TypeVarTuple", "NewType"})
+
+
+def _is_none(value: ast.expr | None) -> bool:
+    """``return`` and ``return None``: making them ``return None`` would change nothing."""
+    return value is None or (isinstance(value, ast.Constant) and value.value is None)
+
+
 def _skip_node(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
     """Docstrings, __all__, annotations and log calls are not behaviour."""
     cur: ast.AST | None = node
@@ -101,6 +113,21 @@ def _skip_node(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
             isinstance(t, ast.Name) and t.id == "__all__" for t in cur.targets
         ):
             return True
+        if (
+            isinstance(cur, ast.Assign)
+            and isinstance(cur.value, ast.Call)
+            and isinstance(cur.value.func, ast.Name)
+            and cur.value.func.id in _TYPING_ONLY
+        ):
+            return True  # T = TypeVar("T"): only annotations (never evaluated) use it
+        if (
+            isinstance(cur, ast.Expr)
+            and isinstance(cur.value, ast.Call)
+            and isinstance(cur.value.func, ast.Attribute)
+            and isinstance(cur.value.func.value, ast.Name)
+            and cur.value.func.value.id in {"log", "logger", "logging"}
+        ):
+            return True  # deleting a whole log statement is a logging change too
         if (
             isinstance(cur, ast.Call)
             and isinstance(cur.func, ast.Attribute)
@@ -149,7 +176,7 @@ def _sites(tree: ast.Module) -> Iterator[tuple[ast.AST, str]]:
                 yield node, "const"
         if isinstance(node, (ast.Expr, ast.Assign, ast.AugAssign, ast.Break, ast.Continue)):
             yield node, "delete"
-        elif isinstance(node, ast.Return) and node.value is not None:
+        elif isinstance(node, ast.Return) and not _is_none(node.value):
             yield node, "return-none"
         elif isinstance(node, ast.Raise):
             yield node, "delete"

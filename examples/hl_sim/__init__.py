@@ -1,11 +1,9 @@
-"""A Hyperliquid-compatible exchange simulator with fault injection, for the official SDK.
+"""Moved: the simulator ships with the package as :mod:`resilient_trading.testing`.
 
->>> from examples.hl_sim import Simulator
->>> with Simulator(seed=1) as sim:          # doctest: +SKIP
-...     info = Info(sim.base_url, skip_ws=True)
+This shim keeps ``from examples.hl_sim import Simulator`` and ``python -m examples.hl_sim``
+working for checkouts; new code imports ``resilient_trading.testing``.
 """
 
-from examples.hl_sim._engine import COINS, CoinSpec
-from examples.hl_sim._server import FAULT_KINDS, FaultConfig, Simulator
+from resilient_trading.testing import COINS, FAULT_KINDS, CoinSpec, FaultConfig, Simulator
 
 __all__ = ["COINS", "FAULT_KINDS", "CoinSpec", "FaultConfig", "Simulator"]

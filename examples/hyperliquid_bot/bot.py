@@ -6,9 +6,18 @@ Usage::
         --config examples/hyperliquid_bot/config.toml [--check-config] \\
         [--exchange sim|testnet] [--base-url URL] [--duration SECONDS]
 
-The trading logic (strategies, sizing, the order lifecycle) reads like trading; every exchange
-call goes through :class:`~examples.hyperliquid_bot.exchange.Gateway`, which wraps the official
-SDK once with the library's rate limiter, circuit breaker and retry policy.
+The trading logic (strategies, sizing, the order lifecycle) reads like trading. The bot talks
+to a :class:`~examples.hyperliquid_bot.venue.Venue` (typed results), implemented over the
+official SDK by :class:`~examples.hyperliquid_bot.exchange.Gateway`, which wraps the SDK once
+with the library's rate limiter, circuit breakers and retry policy. Its state is a typed
+:class:`~examples.hyperliquid_bot.state.BotState` in a :class:`~resilient_trading.TypedStore`.
+
+Positions are always protected: an entry goes out with its take-profit and stop-loss as one
+grouped action, and every reconcile re-arms a stop for a position found without one. While a
+breaker is open or latched the bot is *degraded*: no new entries, but cancels, stops and
+reduce-only closes still go out. The same holds while the operator's fleet-wide halt is
+raised (``resilient-trading halt``; read once per step) and while the market-data stream is
+stale (the feed's gate).
 """
 
 from __future__ import annotations
@@ -22,42 +31,40 @@ import secrets
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from examples.hyperliquid_bot.config import BotConfig, ConfigError, load_config
+from examples.hyperliquid_bot.config import BotConfig, ConfigError, load_config, validate_config
+from examples.hyperliquid_bot.protection import carry_stop, is_protected, orphan_exits, stop_price
 from examples.hyperliquid_bot.risk import position_size, round_price
+from examples.hyperliquid_bot.state import (
+    BotState,
+    Counters,
+    Order,
+    OrderStatus,
+    Position,
+    open_state,
+)
 from examples.hyperliquid_bot.strategies import Candle, Signal, build_strategies
+from examples.hyperliquid_bot.venue import AccountView, OrderRequest, Placed, RestingOrder, Venue
 from resilient_trading import (
     CircuitOpenError,
     CriticalError,
-    LockedJsonStore,
+    Halt,
     ResilienceError,
     TransientError,
 )
 
-__all__ = ["Bot", "main"]
+__all__ = ["Bot", "Plan", "main"]
 
 log = logging.getLogger("bot")
 
 TESTNET_URL = "https://api.hyperliquid-testnet.xyz"
-INTERVAL_MS = {
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "2h": 7_200_000,
-    "4h": 14_400_000,
-    "8h": 28_800_000,
-    "12h": 43_200_000,
-    "1d": 86_400_000,
-}
-OPEN = ("pending", "open")
+#: How far past the mid an IOC entry or close may trade.
+SLIPPAGE = 0.01
 
 
 def new_cloid() -> str:
@@ -65,127 +72,223 @@ def new_cloid() -> str:
     return "0x" + secrets.token_hex(16)
 
 
-def empty_state() -> dict[str, Any]:
-    return {
-        "version": 1,
-        "last_candle": 0,
-        "orders": {},
-        "position": {"szi": 0.0, "entry_px": None},
-        "pnl": {"start_equity": None, "equity": None},
-        "counters": {
-            "iterations": 0,
-            "orders_placed": 0,
-            "signals": 0,
-            "retries": 0,
-            "transient_errors": 0,
-            "critical_errors": 0,
-            "breaker_rejections": 0,
-            "restarts": 0,
-        },
-    }
+@dataclasses.dataclass
+class Plan:
+    """One step, decided from what the exchange says: what to record, then what to send.
+
+    Built by :meth:`Bot.look` (reads only); committed in one transaction (with the step's
+    counters and the intents of every order to send); then sent; then its results committed.
+    """
+
+    account: AccountView
+    #: What the exchange said of our live orders, by cloid.
+    updates: dict[str, tuple[OrderStatus, int | None]]
+    #: Every order of the state with the updates applied.
+    orders: dict[str, Order]
+    #: Exits left open with no position to protect: cancel them.
+    orphans: list[str]
+    #: The position has no working stop: this reduce-only stop re-arms it.
+    rearm: OrderRequest | None = None
+    #: An entry with its take-profit and stop-loss (one grouped action).
+    entry: list[OrderRequest] = dataclasses.field(default_factory=list)
+    strategy: str = ""
+    #: The newest candle already decided on, and the one this step decided on.
+    last_candle: int = 0
+    newest_candle: int | None = None
+
+    def intents(self) -> list[OrderRequest]:
+        return ([self.rearm] if self.rearm else []) + self.entry
 
 
 class Bot:
-    """One trading loop over one coin, its state in a :class:`LockedJsonStore`."""
+    """One trading loop over one coin, its state a typed :class:`BotState` in a TypedStore.
 
-    def __init__(self, config: BotConfig, gateway: Any, state_dir: Path) -> None:
+    ``venue`` is the exchange (:class:`~examples.hyperliquid_bot.venue.Venue`), or pass
+    ``connect`` to build it inside the loop (connection trouble is then one more transient
+    error of the loop, waited out like the others). ``halt`` is the fleet's operator flag
+    (:class:`~resilient_trading.Halt`), read once per step: while it is raised the bot makes
+    no new entries, and keeps protecting and closing what it holds.
+    """
+
+    def __init__(
+        self,
+        config: BotConfig,
+        venue: Venue | None,
+        state_dir: Path,
+        *,
+        connect: Callable[[], Venue] | None = None,
+        clock: Callable[[], float] = time.time,
+        halt: Halt | None = None,
+    ) -> None:
+        if venue is None and connect is None:
+            raise ValueError("give a venue, or connect=fn() -> Venue")
         self.config = config
-        self.gw = gateway
+        self._venue = venue
+        self._connect = connect
         self.state_dir = state_dir
-        self.store = LockedJsonStore(state_dir / "state.json")
+        self.store = open_state(state_dir / "state.json")
         self.strategies = build_strategies(config.trend, config.mean_reversion)
+        self.clock = clock
         self.stopping = False
         self.started = False
         self.last_status = 0.0
         self.last_error = ""
         self.retries_saved = 0
+        self.ws_saved = (0, 0, 0)
+        self.halt = halt
+        #: Why new entries are halted by the operator (read once per step), or ``None``.
+        self.halted: str | None = None
+        #: Counters of this step, added to the stored ones by the step's commit.
+        self.tally = Counters(restarts=1)
+
+    @property
+    def venue(self) -> Venue:
+        if self._venue is None:
+            assert self._connect is not None
+            self._venue = self._connect()
+            self._connect = None  # the key it closes over is no longer needed
+        return self._venue
 
     # --- state ------------------------------------------------------------------------------
 
-    def _bump(self, counter: str, by: int = 1) -> None:
-        with self.store.transaction() as doc:
-            counters = doc.setdefault("counters", empty_state()["counters"])
-            counters[counter] = counters.get(counter, 0) + by
+    def count(self, **by: int) -> None:
+        """Add to this step's counters (stored by the step's commit, never on their own)."""
+        self.tally = self.tally + Counters(**by)
+
+    def flush(self) -> None:
+        """Store the counters of a step that made no commit of its own (it failed early)."""
+        if self.tally:
+            with self.store.transaction() as state:
+                self._fold(state)
+
+    def _fold(self, state: BotState) -> None:
+        state.counters = state.counters + self.tally
+        self.tally = Counters()  # if the commit fails, the next commit carries them
 
     def start(self) -> None:
-        """Create or load the state, then reconcile it with the exchange."""
-        with self.store.transaction() as doc:
-            if not doc:
-                doc.update(empty_state())
-            doc["counters"]["restarts"] = doc["counters"].get("restarts", 0) + 1
-        self.reconcile()
+        """Load (or create) the state and reconcile it with the exchange."""
+        self.sync(decide=False)
+        self.started = True
 
     def reconcile(self) -> None:
-        """Make the state agree with the exchange: position, open orders, pending intents.
-
-        A ``pending`` order is one whose intent was saved but whose answer we never saw (a crash
-        or a lost response). We ask the exchange by cloid: if it exists we adopt what it says;
-        if not, it was never placed, and we say so. Nothing is ever sent twice.
-        """
-        user = self.gw.user_state()
-        snapshot = self.store.read()
-        mine_open = any(o.get("status") in OPEN for o in snapshot.get("orders", {}).values())
-        listed = self.gw.open_orders() if mine_open else []
-        open_orders = {o.get("cloid"): o for o in listed if o.get("cloid")}
-        updates: dict[str, dict[str, Any]] = {}
-        for cloid, order in snapshot.get("orders", {}).items():
-            if order.get("status") not in OPEN:
-                continue
-            if cloid in open_orders:
-                updates[cloid] = {"status": "open", "oid": open_orders[cloid].get("oid")}
-                continue
-            found = self.gw.order_status(cloid)
-            updates[cloid] = {"status": found["status"], "oid": found.get("oid")}
-        position = _position(user, self.config.coin)
-        equity = float(user.get("marginSummary", {}).get("accountValue", 0.0))
-        with self.store.transaction() as doc:
-            for cloid, change in updates.items():
-                doc["orders"][cloid].update(change)
-            doc["position"] = position
-            doc["pnl"]["equity"] = equity
-            if doc["pnl"].get("start_equity") is None:
-                doc["pnl"]["start_equity"] = equity
-        if position["szi"] == 0:
-            self._cancel_orphan_exits()
-
-    def _cancel_orphan_exits(self) -> None:
-        """With no position, a resting take-profit or stop-loss has nothing to protect."""
-        doc = self.store.read()
-        for cloid, order in doc.get("orders", {}).items():
-            if order.get("kind") in ("tp", "sl") and order.get("status") == "open":
-                self.gw.cancel(self.config.coin, cloid)
-                with self.store.transaction() as d:
-                    d["orders"][cloid]["status"] = "canceled"
-
-    # --- trading ----------------------------------------------------------------------------
+        """Make the state agree with the exchange, and make sure the position has a stop."""
+        self.sync(decide=False)
 
     def step(self) -> None:
         """One decision: reconcile, read candles, maybe open a position with its exits."""
-        self._bump("iterations")
-        self.reconcile()
-        doc = self.store.read()
-        interval_ms = INTERVAL_MS[self.config.interval]
-        raw = self.gw.candles(
-            self.config.coin, self.config.interval, self.config.lookback, interval_ms
-        )
-        candles = [Candle.from_hyperliquid(c) for c in raw]
+        self.count(iterations=1)
+        self.check_halt()
+        self.sync(decide=True)
+
+    def check_halt(self) -> str | None:
+        """Read the operator's halt flag (once per step); log when it changes.
+
+        A flag that cannot be read (a damaged file, Redis down) counts as halted: new entries
+        wait until it can be read again, protection and closes go on.
+        """
+        if self.halt is None:
+            return None
+        try:
+            status = self.halt.halted()
+            now = None if status is None else f"halted by {status.by}: {status.reason}"
+        except ResilienceError as exc:
+            now = f"halt flag unreadable ({type(exc).__name__}: {exc})"
+        if now != self.halted:
+            if now is None:
+                log.warning("halt lifted at %s: new entries allowed again", self.halt.location)
+            else:
+                log.warning("%s: no new entries; protection and closes go on", now)
+        self.halted = now
+        return now
+
+    # --- one step: look, decide, commit, send, commit -----------------------------------------
+
+    def sync(self, *, decide: bool) -> None:
+        """Look, maybe decide, commit once; then send what was decided and commit its results
+        (a step that sends nothing makes one commit)."""
+        plan = self.look()
+        if decide:
+            self.decide(plan)
+        self.record(plan)
+        if plan.orphans or plan.intents():
+            self.execute(plan)
+
+    def look(self) -> Plan:
+        """Ask the exchange about the position and every live order; nothing is written.
+
+        A ``pending`` order is one whose intent was saved but whose answer we never saw (a
+        crash or a lost response): it is looked up by its cloid and adopted as the exchange
+        knows it, or marked ``never_placed``. Nothing is ever sent twice. Live orders are
+        looked up by cloid (weight 2 each); the open-orders listing (weight 20) is read only
+        when the position has no stop we know to be working: it shows a stop the bot did not
+        place, or one a lagging lookup missed, before a new one is armed.
+        """
+        coin = self.config.coin
+        account = self.venue.account(coin)
+        state = self.store.read()
+        updates: dict[str, tuple[OrderStatus, int | None]] = {}
+        for cloid in state.live_orders():
+            found = self.venue.order_status(cloid)
+            updates[cloid] = (found.status, found.oid)
+        position = carry_stop(state.position, account.position)
+        orders = _apply(state.orders, updates)
+        listing: list[RestingOrder] = []
+        if not is_protected(position, coin, listing, orders):
+            listing = self.venue.open_orders()
+            for resting in listing:
+                known = orders.get(resting.cloid or "")
+                if known is not None and known.status != "open":
+                    updates[resting.cloid or ""] = ("open", resting.oid)  # the lookup lagged
+            orders = _apply(state.orders, updates)
+        account = dataclasses.replace(account, position=position)
+        plan = Plan(account, updates, orders, orphans=[], last_candle=state.last_candle)
+        if position.flat:
+            plan.orphans = orphan_exits(orders)
+        elif not is_protected(position, coin, listing, orders):
+            plan.rearm = self._stop_for(position)
+        return plan
+
+    def _stop_for(self, position: Position) -> OrderRequest:
+        """A reduce-only stop for the whole position (see :mod:`.protection`)."""
+        coin = self.config.coin
+        decimals = self.venue.sz_decimals(coin)
+        mid = self.venue.mid(coin) if position.stop_px is None and not position.entry_px else 0.0
+        px = stop_price(position, fallback=self.config.risk.fallback_stop, mid=mid)
+        size = round(abs(position.szi), decimals)
+        long = position.szi > 0
+        return OrderRequest(new_cloid(), coin, "sl", not long, size, round_price(px, decimals))
+
+    def decide(self, plan: Plan) -> None:
+        """Read the candles and, when flat, idle and not degraded, plan an entry."""
+        candles = self.venue.candles(self.config.coin, self.config.interval, self.config.lookback)
         if len(candles) < 3:
             return
         closed = candles[:-1]  # the last candle is still forming
         newest = closed[-1].t
-        if newest <= doc.get("last_candle", 0):
+        if newest <= plan.last_candle:
             return
-        busy = doc["position"]["szi"] != 0 or any(
-            o.get("status") in OPEN for o in doc.get("orders", {}).values()
-        )
-        signal_ = None if busy else self._decide(closed)
-        with self.store.transaction() as d:
-            d["last_candle"] = newest
-        if signal_ is not None:
-            self._bump("signals")
-            self.open_position(signal_)
+        plan.newest_candle = newest
+        busy = any(order.live for order in plan.orders.values())
+        if not plan.account.position.flat or busy or plan.orphans:
+            return
+        signal_ = self._best(closed)
+        if signal_ is None:
+            return
+        self.count(signals=1)
+        blocked = self.halted or self.venue.entries_blocked()
+        if blocked is not None:
+            self.count(entries_refused=1)
+            log.warning(
+                "degraded: %s %s entry refused (%s); protection and closes still run",
+                signal_.strategy,
+                signal_.side,
+                blocked,
+            )
+            return
+        plan.entry = self._entry(signal_, plan.account.equity)
+        plan.strategy = signal_.strategy
 
-    def _decide(self, candles: list[Candle]) -> Signal | None:
+    def _best(self, candles: list[Candle]) -> Signal | None:
         best: Signal | None = None
         for strategy in self.strategies:
             candidate = strategy.evaluate(candles)
@@ -193,190 +296,235 @@ class Bot:
                 best = candidate
         return best
 
-    def open_position(self, signal_: Signal) -> None:
+    def _entry(self, signal_: Signal, equity: float) -> list[OrderRequest]:
+        """The entry (IOC at the mid plus slippage) with its take-profit and stop-loss."""
         coin = self.config.coin
-        info = self.gw.asset(coin)
-        equity = float(self.store.read()["pnl"].get("equity") or 0.0)
+        decimals = self.venue.sz_decimals(coin)
         # The signal was made on the last closed candle; the market has moved since. Keep its
         # stop and target distances, measured from the price we actually trade at.
-        mid = self.gw.mid(coin)
+        mid = self.venue.mid(coin)
         signal_ = dataclasses.replace(
             signal_,
             entry=mid,
             stop=mid - (signal_.entry - signal_.stop),
             target=mid + (signal_.target - signal_.entry),
         )
+        risk = self.config.risk
         sizing = position_size(
             signal_,
             equity=equity,
-            risk_per_trade=self.config.risk.risk_per_trade,
-            leverage=self.config.risk.leverage,
-            max_position_usd=self.config.risk.max_position_usd,
-            sz_decimals=info["szDecimals"],
+            risk_per_trade=risk.risk_per_trade,
+            leverage=risk.leverage,
+            max_position_usd=risk.max_position_usd,
+            sz_decimals=decimals,
         )
-        if sizing.size <= 0 or signal_.stop <= 0:
+        if sizing.size <= 0 or signal_.stop <= 0 or signal_.target <= 0:
             log.info("signal %s %s skipped: %s", signal_.strategy, signal_.side, sizing.reason)
-            return
-        slip = 1.01 if signal_.is_buy else 0.99
-        entry_px = round_price(mid * slip, info["szDecimals"])
-        entry = self._place(
-            coin,
-            "entry",
-            signal_.is_buy,
-            sizing.size,
-            entry_px,
-            {"limit": {"tif": "Ioc"}},
-            reduce_only=False,
-            strategy=signal_.strategy,
-        )
-        if entry != "filled":
-            return
-        for kind, px in (("tp", signal_.target), ("sl", signal_.stop)):
-            trigger = round_price(px, info["szDecimals"])
-            self._place(
-                coin,
-                kind,
-                not signal_.is_buy,
-                sizing.size,
-                trigger,
-                {"trigger": {"triggerPx": trigger, "isMarket": True, "tpsl": kind}},
-                reduce_only=True,
-                strategy=signal_.strategy,
-            )
+            return []
+        buy = signal_.is_buy
+        slip = 1 + SLIPPAGE if buy else 1 - SLIPPAGE
+        size = sizing.size
+        return [
+            OrderRequest(new_cloid(), coin, "entry", buy, size, round_price(mid * slip, decimals)),
+            OrderRequest(
+                new_cloid(), coin, "tp", not buy, size, round_price(signal_.target, decimals)
+            ),
+            OrderRequest(
+                new_cloid(), coin, "sl", not buy, size, round_price(signal_.stop, decimals)
+            ),
+        ]
 
-    def _place(
-        self,
-        coin: str,
-        kind: str,
-        is_buy: bool,
-        size: float,
-        px: float,
-        order_type: dict[str, Any],
-        *,
-        reduce_only: bool,
-        strategy: str,
-    ) -> str:
-        """Save the intent, send the order once (retries ask the exchange first), save the
-        result."""
-        cloid = new_cloid()
-        with self.store.transaction() as doc:
-            doc["orders"][cloid] = {
-                "coin": coin,
-                "kind": kind,
-                "side": "buy" if is_buy else "sell",
-                "sz": size,
-                "px": px,
-                "status": "pending",
-                "strategy": strategy,
-                "oid": None,
-                "t": int(time.time() * 1000),
-            }
-        result = self.gw.place(coin, is_buy, size, px, order_type, reduce_only, cloid)
-        with self.store.transaction() as doc:
-            doc["orders"][cloid].update({"status": result["status"], "oid": result.get("oid")})
-            doc["counters"]["orders_placed"] += 1
-        log.info(
-            "%s %s %s %s @ %s -> %s",
-            kind,
-            "buy" if is_buy else "sell",
-            size,
-            coin,
-            px,
-            result["status"],
-        )
-        return str(result["status"])
+    def record(self, plan: Plan) -> None:
+        """The step's one commit: what the exchange said, the intents, the counters."""
+        now = int(self.clock() * 1000)
+        with self.store.transaction() as state:
+            orders = dict(state.orders)
+            for cloid, (status, oid) in plan.updates.items():
+                if cloid in orders:
+                    orders[cloid] = orders[cloid].settled(status, oid)
+            for request in plan.intents():
+                orders[request.cloid] = _intent(request, plan.strategy, now)
+            state.orders = orders
+            position = plan.account.position
+            if plan.entry:
+                (stop,) = [r for r in plan.entry if r.kind == "sl"]
+                position = position.model_copy(update={"stop_px": stop.px})
+            state.position = position
+            equity = plan.account.equity
+            start = state.pnl.start_equity if state.pnl.start_equity is not None else equity
+            state.pnl = state.pnl.model_copy(update={"equity": equity, "start_equity": start})
+            if plan.newest_candle is not None:
+                state.last_candle = plan.newest_candle
+            self._fold(state)
+
+    def execute(self, plan: Plan) -> None:
+        """Send what the plan decided (its intents are saved), then save what came back."""
+        coin = self.config.coin
+        results: dict[str, Placed] = {}
+        try:
+            for cloid in plan.orphans:
+                self.venue.cancel(coin, cloid)  # nothing left to protect
+                results[cloid] = Placed(cloid, "canceled")
+            if plan.rearm is not None:
+                stop = plan.rearm
+                log.warning(
+                    "position %s %s has no working stop: re-arming a stop at %s",
+                    plan.account.position.szi,
+                    coin,
+                    stop.px,
+                )
+                self.count(stops_rearmed=1, orders_placed=1)
+                results[stop.cloid] = self.venue.reduce(stop)
+                _log_placed(stop, results[stop.cloid])
+            if plan.entry:
+                self.count(orders_placed=len(plan.entry))
+                for request, placed in zip(plan.entry, self.venue.enter(plan.entry), strict=True):
+                    results[request.cloid] = placed
+                    _log_placed(request, placed)
+        finally:
+            self._commit_results(results)
+
+    def _commit_results(self, results: dict[str, Placed]) -> None:
+        with self.store.transaction() as state:
+            orders = dict(state.orders)
+            for cloid, placed in results.items():
+                if cloid in orders:
+                    orders[cloid] = orders[cloid].settled(placed.status, placed.oid)
+            state.orders = orders
+            self._fold(state)
+
+    def close_position(self) -> Placed | None:
+        """Close the whole position with a reduce-only IOC (goes out even while degraded)."""
+        coin = self.config.coin
+        position = self.venue.account(coin).position
+        if position.flat:
+            return None
+        decimals = self.venue.sz_decimals(coin)
+        long = position.szi > 0
+        mid = self.venue.mid(coin)
+        px = round_price(mid * (1 - SLIPPAGE if long else 1 + SLIPPAGE), decimals)
+        close = OrderRequest(new_cloid(), coin, "close", not long, abs(position.szi), px)
+        with self.store.transaction() as state:
+            state.orders = {**state.orders, close.cloid: _intent(close, "close", self._ms())}
+            self.count(orders_placed=1)
+            self._fold(state)
+        placed = self.venue.reduce(close)
+        _log_placed(close, placed)
+        self._commit_results({close.cloid: placed})
+        return placed
+
+    def _ms(self) -> int:
+        return int(self.clock() * 1000)
 
     # --- the loop -----------------------------------------------------------------------------
 
     def run(self, duration: float | None) -> int:
-        """Trade until ``duration`` seconds pass or a signal stops us. Returns the exit code."""
+        """Trade until ``duration`` seconds pass or a signal stops us. Returns the exit code.
+
+        While a breaker is open or latched the bot is *degraded*: it keeps reconciling and
+        protecting (cancels, stops, reduce-only closes), and refuses new entries.
+        """
         deadline = None if duration is None else time.monotonic() + duration
         while not self.stopping and (deadline is None or time.monotonic() < deadline):
             started = time.monotonic()
+            committed = False
             try:
-                if self.gw.latched():
-                    self.last_error = "breaker latched: waiting for an operator reset"
-                elif not self.started:
+                if not self.started:
                     self.start()
-                    self.started = True
                 else:
                     self.step()
-                    self.last_error = ""
+                committed = True
+                blocked = self.halted or self.venue.entries_blocked()
+                self.last_error = f"degraded: {blocked}" if blocked else ""
             except CircuitOpenError as exc:
-                self._bump("breaker_rejections")
+                self.count(breaker_rejections=1)
                 self.last_error = f"breaker open: {exc}"
             except TransientError as exc:
-                self._bump("transient_errors")
+                self.count(transient_errors=1)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("transient error, will retry next loop: %s", exc)
             except CriticalError as exc:
-                self._bump("critical_errors")
+                self.count(critical_errors=1)
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("critical error, trading stops until reset: %s", exc)
+                log.error("critical error, entries stop until a breaker reset: %s", exc)
             self.status_line()
+            if not committed:
+                self.flush()  # a failed step still stores its counters: one commit per loop
             pause = self.config.loop_seconds - (time.monotonic() - started)
             if pause > 0:
                 time.sleep(pause)
-        if self.started and not self.gw.latched():
+        if self.started:
             try:
                 self.reconcile()  # leave a state file that matches the exchange
             except (TransientError, CircuitOpenError) as exc:
                 log.warning("final reconciliation failed: %s", exc)
         self.status_line(force=True)
+        self.flush()
         return 0
 
     def status_line(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last_status < 3.0:
+        if self._venue is None or (not force and now - self.last_status < 3.0):
             return
         self.last_status = now
-        status = self.gw.status()
-        if status["retries"] > self.retries_saved:
-            self._bump("retries", status["retries"] - self.retries_saved)
-            self.retries_saved = status["retries"]
-        doc = self.store.read()
-        if not doc:
-            return
-        open_orders = sum(1 for o in doc.get("orders", {}).values() if o.get("status") in OPEN)
+        status = self.venue.status()
+        if status.retries > self.retries_saved:
+            self.count(retries=status.retries - self.retries_saved)
+            self.retries_saved = status.retries
+        ws = (status.ws_reconnects, status.ws_stale_periods, status.ws_gap_fills)
+        if ws != self.ws_saved:
+            before = self.ws_saved
+            self.count(
+                ws_reconnects=max(0, ws[0] - before[0]),
+                ws_stale_periods=max(0, ws[1] - before[1]),
+                ws_gap_fills=max(0, ws[2] - before[2]),
+            )
+            self.ws_saved = ws
+        state = self.store.read()
+        counters = state.counters + self.tally
         print(
-            f"[bot] price={status['price']} pos={doc['position']['szi']} open_orders={open_orders}"
-            f" iter={doc['counters']['iterations']} errors={doc['counters']['transient_errors']}"
-            f"/{doc['counters']['critical_errors']} retries={status['retries']}"
-            f" breaker={status['breaker']} budget={status['budget_used']:.0%}"
+            f"[bot] price={status.price} pos={state.position.szi}"
+            f" open_orders={len(state.live_orders())}"
+            f" iter={counters.iterations} errors={counters.transient_errors}"
+            f"/{counters.critical_errors} retries={status.retries}"
+            f" breaker={status.breaker} budget={status.budget_used:.0%}"
+            + (f" actions={status.address}" if status.address else "")
+            + f" ws_reconnects={status.ws_reconnects} ws_stale={status.ws_stale_periods}"
             + (f" last_error={self.last_error[:80]!r}" if self.last_error else ""),
             flush=True,
         )
 
 
-def _position(user_state: dict[str, Any], coin: str) -> dict[str, Any]:
-    for item in user_state.get("assetPositions", []):
-        pos = item.get("position", {})
-        if pos.get("coin") == coin:
-            entry = pos.get("entryPx")
-            return {
-                "szi": float(pos.get("szi", 0.0)),
-                "entry_px": None if entry is None else float(entry),
-            }
-    return {"szi": 0.0, "entry_px": None}
+def _apply(
+    orders: dict[str, Order], updates: dict[str, tuple[OrderStatus, int | None]]
+) -> dict[str, Order]:
+    return {c: o.settled(*updates[c]) if c in updates else o for c, o in orders.items()}
 
 
-def _connect_until_up(
-    config: BotConfig, key: str, base_url: str, state_dir: Path, duration: float | None
-) -> Any:
-    """Connect, waiting out transient trouble and an open (not latched) breaker."""
-    from examples.hyperliquid_bot.exchange import Gateway
+def _intent(request: OrderRequest, strategy: str, t: int) -> Order:
+    return Order(
+        coin=request.coin,
+        kind=request.kind,
+        is_buy=request.is_buy,
+        size=request.size,
+        px=request.px,
+        reduce_only=request.reduce_only,
+        strategy=strategy,
+        t=t,
+    )
 
-    deadline = None if duration is None else time.monotonic() + duration
-    while True:
-        try:
-            return Gateway.connect(config, key, base_url, state_dir)
-        except (TransientError, CircuitOpenError) as exc:
-            if isinstance(exc, CircuitOpenError) and exc.latched:
-                raise
-            if deadline is not None and time.monotonic() > deadline:
-                raise
-            log.warning("cannot connect yet (%s); retrying", exc)
-            time.sleep(1.0)
+
+def _log_placed(request: OrderRequest, placed: Placed) -> None:
+    log.info(
+        "%s %s %s %s @ %s -> %s%s",
+        request.kind,
+        "buy" if request.is_buy else "sell",
+        request.size,
+        request.coin,
+        request.px,
+        placed.status,
+        f" ({placed.error})" if placed.error else "",
+    )
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -396,7 +544,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="stop after this many seconds (default: run until stopped)",
     )
     parser.add_argument("--state-dir", help="override the configuration's state_dir")
+    parser.add_argument(
+        "--address-lasts-hours",
+        type=float,
+        help="override exchange.address_lasts_hours (the demo scales it by the simulator's speed)",
+    )
     parser.add_argument("--log-file", help="also log to this file")
+    parser.add_argument(
+        "--halt-dir",
+        help="the fleet's halt flag directory (`resilient-trading halt --state-dir DIR`); "
+        "default: the state directory",
+    )
+    parser.add_argument(
+        "--halt-redis", help="read the fleet's halt flag from this Redis instead of a directory"
+    )
     return parser.parse_args(argv)
 
 
@@ -409,6 +570,20 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"  {line}", file=sys.stderr)
         return 2
+    if args.address_lasts_hours is not None:
+        try:
+            config = validate_config(
+                {
+                    **config.model_dump(),
+                    "exchange": {
+                        **config.exchange.model_dump(),
+                        "address_lasts_hours": args.address_lasts_hours,
+                    },
+                }
+            )
+        except ConfigError as exc:
+            print("invalid --address-lasts-hours:", "; ".join(exc.lines), file=sys.stderr)
+            return 2
     if args.check_config:
         print(f"configuration {args.config} is valid")
         return 0
@@ -438,10 +613,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
+    from examples.hyperliquid_bot.exchange import Gateway
+
+    gateways: list[Gateway] = []
+
+    def connect() -> Venue:
+        gateways.append(Gateway.connect(config, key, base_url, state_dir))
+        return gateways[-1]
+
     try:
-        gateway = _connect_until_up(config, key, base_url, state_dir, args.duration)
-        del key
-        bot = Bot(config, gateway, state_dir)
+        if args.halt_redis:
+            halt = Halt(redis_url=args.halt_redis)
+        else:
+            halt = Halt(state_dir=Path(args.halt_dir) if args.halt_dir else state_dir)
+    except ValueError as exc:
+        print(f"cannot read the halt flag: {exc}", file=sys.stderr)
+        return 2
+    try:
+        bot = Bot(config, None, state_dir, connect=connect, halt=halt)
         signal.signal(signal.SIGTERM, lambda *_: setattr(bot, "stopping", True))
         code = bot.run(args.duration)
     except ResilienceError as exc:
@@ -449,6 +638,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        halt.close()
+        for gateway in gateways:
+            gateway.close()
     print(json.dumps({"bot": "stopped", "state": str(state_dir / "state.json")}))
     return code
 

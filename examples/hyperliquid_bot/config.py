@@ -24,11 +24,13 @@ __all__ = [
     "BotConfig",
     "ConfigError",
     "ExchangeConfig",
+    "FeedConfig",
     "MeanReversionParams",
     "RiskParams",
     "TrendParams",
     "format_errors",
     "load_config",
+    "validate_config",
 ]
 
 #: Coins the example knows, with the largest leverage Hyperliquid allows on each.
@@ -93,6 +95,9 @@ class RiskParams(_Strict):
     max_position_usd: Annotated[float, Field(gt=10, allow_inf_nan=False)] = 2_000.0
     #: Stop trading for the day after this fraction of account value is lost.
     max_daily_loss: Annotated[float, Field(gt=0, le=0.5, allow_inf_nan=False)] = 0.05
+    #: Stop distance, as a fraction of the entry price, for a stop re-armed on a position
+    #: whose own stop is unknown (a position found at start, or one opened by hand).
+    fallback_stop: Annotated[float, Field(gt=0, le=0.5, allow_inf_nan=False)] = 0.03
 
 
 class ExchangeConfig(_Strict):
@@ -108,6 +113,25 @@ class ExchangeConfig(_Strict):
     retry_attempts: Annotated[int, Field(ge=1, le=20)] = 4
     retry_base_delay: Annotated[float, Field(ge=0, le=60, allow_inf_nan=False)] = 0.2
     retry_max_delay: Annotated[float, Field(gt=0, le=300, allow_inf_nan=False)] = 5.0
+    #: Hours the address's action budget must last (Hyperliquid: 10,000 actions plus one per
+    #: USDC traded): ordinary actions are paced to it; cancels and closes never are.
+    address_lasts_hours: Annotated[float, Field(gt=0, le=24 * 366, allow_inf_nan=False)] = 168.0
+    #: Actions that may go at once within that pace.
+    address_burst: Annotated[int, Field(ge=1, le=1000)] = 20
+
+
+class FeedConfig(_Strict):
+    """Market data and order updates over a supervised WebSocket (``presets.hyperliquid.Feed``)."""
+
+    #: Off: every loop polls REST for candles, mids, the account and each live order.
+    enabled: bool = True
+    #: Seconds the candle or mid stream may stay silent before it counts as stale (no new
+    #: entries; the feed resubscribes, then reconnects).
+    max_silence: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 5.0
+    #: Longest time the account read over REST is reused while no fill or write changed it.
+    resync_seconds: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 60.0
+    #: Longest pause between reconnection attempts.
+    backoff_max: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 10.0
 
 
 class BotConfig(_Strict):
@@ -125,6 +149,7 @@ class BotConfig(_Strict):
     mean_reversion: MeanReversionParams = MeanReversionParams()
     risk: RiskParams = RiskParams()
     exchange: ExchangeConfig = ExchangeConfig()
+    feed: FeedConfig = FeedConfig()
 
     @model_validator(mode="after")
     def _leverage_within_exchange_limit(self) -> BotConfig:

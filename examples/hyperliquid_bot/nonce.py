@@ -4,7 +4,7 @@ The Hyperliquid SDK signs each action with ``get_timestamp_ms()`` as its nonce, 
 processes (a bot and a CLI, two bots) signing in the same millisecond collide and the exchange
 answers ``Invalid nonce: duplicate nonce``. :class:`NonceSource` hands out
 ``max(now_ms, last + 1)`` under a file lock shared by every process on this host, through the
-library's shared-state seam, and :func:`install` makes the SDK use it.
+library's shared-state seam, and :func:`install` makes the SDK use it (``hl.use_nonces``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from resilient_trading.backends import FileState
+from resilient_trading.presets import hyperliquid as hl
 
 __all__ = ["NonceSource", "install"]
 
@@ -36,6 +37,4 @@ class NonceSource:
 
 def install(source: NonceSource) -> None:
     """Make the SDK's ``Exchange`` take its nonces from ``source`` (process-wide)."""
-    import hyperliquid.exchange
-
-    hyperliquid.exchange.get_timestamp_ms = source
+    hl.use_nonces(source)

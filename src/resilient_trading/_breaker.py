@@ -15,31 +15,53 @@ admission and the recording of the outcome are two short transitions, so threads
 behind a slow call, and coroutines are first-class. Listeners follow pybreaker's
 ``CircuitBreakerListener`` interface (``before_call``, ``success``, ``failure``,
 ``state_change``), so existing pybreaker listeners can be attached.
+
+The decisions live in ``_breaker_rules.py`` (pure functions over a typed record); this module
+is the shell: :meth:`CircuitBreaker.call` and :meth:`CircuitBreaker.call_async` are the same
+three steps (admit, call, settle) and differ only by ``await``. Bookkeeping never replaces the
+user's outcome: if the outcome cannot be recorded (Redis died during the call), the result is
+returned (or the call's own error raised) and the failure to record is logged and passed to
+the listeners' ``outcome_not_recorded`` hook. If admission cannot be read, the call is refused
+with a typed error before ``fn`` runs.
+
+Longer than most modules here (about half of it docstrings) because it is one idea: the shell
+that carries a call through admit, call and settle, sync and async, with the cancellation and
+listener rules that go with it. The decisions are in ``_breaker_rules.py``; the pybreaker
+adapter is in ``_pybreaker.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import enum
 import functools
 import inspect
 import logging
 import os
+import threading
+import types
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-import pybreaker
-
+from resilient_trading import _breaker_rules as rules
+from resilient_trading._breaker_rules import (
+    Admission,
+    BreakerRecord,
+    BreakerSnapshot,
+    BreakerState,
+    Change,
+    Now,
+)
 from resilient_trading._classify import classify
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
 from resilient_trading._errors import (
     CircuitOpenError,
     CriticalError,
     ResilienceError,
+    StateCorruptedError,
+    TransientError,
+    redact,
 )
-from resilient_trading._validate import check_number
+from resilient_trading._validate import check_int, check_number, check_optional_number
 from resilient_trading.backends import JsonStoreState, MemoryState, RedisState, SharedState
 
 __all__ = [
@@ -47,16 +69,33 @@ __all__ = [
     "BreakerState",
     "CircuitBreaker",
     "CircuitBreakerListener",
-    "PybreakerStorage",
+    "snapshot_of",
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = ParamSpec("P")
+_Rule = Callable[[BreakerRecord, Now], tuple[BreakerRecord, Change | None]]
 log = logging.getLogger("resilient_trading.breaker")
+
+_HINT = (
+    "the breaker cannot see the outcome of a generator's iteration; guard a function that "
+    "consumes it, e.g. breaker.call(lambda: list(gen()))"
+)
+
+
+class _UnguardableError(TypeError):
+    """``fn`` gave something whose outcome comes later than the call (a generator)."""
+
+
+# Exceptions that say nothing about the guarded service: not counted; a trial is released.
+_NO_OUTCOME = (CircuitOpenError, _UnguardableError)
 
 
 class CircuitBreakerListener:
     """Hooks called by the breaker; the same methods as ``pybreaker.CircuitBreakerListener``
-    (whose instances are accepted too). Override what you need."""
+    (whose instances are accepted too). Override what you need. A listener that raises is
+    logged and ignored: it never changes the outcome of the call it observes."""
 
     def before_call(self, cb: Any, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Before each admitted or refused call."""
@@ -68,51 +107,71 @@ class CircuitBreakerListener:
         """After a call that failed (with the classified error)."""
 
     def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        """After the breaker moved to ``new_state`` (a :class:`BreakerState`)."""
+        """After the breaker moved from ``old_state`` to ``new_state`` (both
+        :class:`BreakerState`; ``.value`` is pybreaker's state name)."""
+
+    def outcome_not_recorded(self, cb: Any, exc: BaseException) -> None:
+        """Recording a call's outcome failed with ``exc`` (the call's own outcome stood)."""
 
 
-class BreakerState(str, enum.Enum):
-    """The breaker's state, a ``str`` enum: compare with ``"closed"`` etc. directly."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half-open"
-
-    def __str__(self) -> str:
-        return self.value
+_HOOKS = ("before_call", "success", "failure", "state_change", "outcome_not_recorded")
 
 
-@dataclass(frozen=True)
-class BreakerSnapshot:
-    """Everything stored about one breaker (what ``breaker status`` prints)."""
-
-    name: str
-    state: BreakerState
-    failures: int
-    latched: bool
-    reason: str | None
-    opened_at: float | None
-    retry_at: float | None
-    trips: int
+def _inherited_no_op(listener: Any, hook: str) -> bool:
+    """``hook`` on ``listener`` is the empty body of a base listener class (ours or pybreaker's)."""
+    for klass in type(listener).__mro__:
+        if hook in vars(klass):
+            return klass is CircuitBreakerListener or (
+                klass.__module__ == "pybreaker" and klass.__name__ == "CircuitBreakerListener"
+            )
+    return False
 
 
-_CLOSED: dict[str, Any] = {
-    "state": "closed",
-    "failures": 0,
-    "latched": False,
-    "reason": None,
-    "opened_at": None,
-    "trial_started": None,
-    "trips": 0,
-}
-
-
-def _current(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) and "state" in value else _CLOSED
+def _home(
+    name: str,
+    state_path: str | os.PathLike[str] | None,
+    redis_url: str | None,
+    clock: Clock,
+    lock_timeout: float | None = 10.0,
+) -> SharedState:
+    if redis_url is not None:
+        return RedisState(redis_url, f"resilient-trading:breaker:{name}")
+    if state_path is not None:
+        return JsonStoreState(
+            state_path, section="breakers", name=name, clock=clock, lock_timeout=lock_timeout
+        )
+    return MemoryState(clock=clock)
 
 
 def _ensure_exists(old: Any, now: float) -> tuple[Any, None]:
-    return (old, None) if old is not None else (dict(_CLOSED), None)
+    return (old, None) if old is not None else (BreakerRecord().to_json(), None)
+
+
+_CLOSED = BreakerRecord()
+_GENERATORS = (types.GeneratorType, types.AsyncGeneratorType)
+
+
+def _no_reading() -> None:
+    return None
+
+
+def _changes_nothing(admission: Admission, exc: BaseException | None) -> bool:
+    """A success admitted by a quiet breaker: nothing to record. (Failures other callers
+    recorded meanwhile stand: this success is ordered at its admission, a point inside the
+    call, so no write and no second read are needed.)"""
+    return exc is None and not admission.trial and rules.is_quiet(admission.record)
+
+
+def _given(value: Any) -> Any:
+    return value
+
+
+def _refuse_generator(result: Any) -> None:
+    if not isinstance(result, _GENERATORS):
+        return
+    if isinstance(result, types.GeneratorType):
+        result.close()
+    raise _UnguardableError(f"the guarded function returned {result!r}: {_HINT}")
 
 
 class CircuitBreaker:
@@ -128,8 +187,10 @@ class CircuitBreaker:
         exclude: Exception types that are not failures (business outcomes): they pass
             through without counting.
         listeners: pybreaker-style listeners (``before_call``, ``success``, ``failure``,
-            ``state_change``).
+            ``state_change``, and ours: ``outcome_not_recorded``).
         clock: Time source (tests pass a ``ManualClock``).
+        lock_timeout: Seconds to wait for the state file's lock (``state_path`` only) before
+            :class:`LockTimeoutError`; ``None`` waits forever.
 
     Example:
         >>> breaker = CircuitBreaker(fail_max=2, reset_timeout=30.0)
@@ -148,13 +209,11 @@ class CircuitBreaker:
         state_path: str | os.PathLike[str] | None = None,
         redis_url: str | None = None,
         exclude: Sequence[type[BaseException]] = (),
-        listeners: Sequence[CircuitBreakerListener | pybreaker.CircuitBreakerListener] = (),
+        listeners: Sequence[Any] = (),
         clock: Clock = SYSTEM_CLOCK,
+        lock_timeout: float | None = 10.0,
     ) -> None:
-        if isinstance(fail_max, bool) or not isinstance(fail_max, int):
-            raise TypeError(f"fail_max must be an int, got {fail_max!r}")
-        if fail_max < 1:
-            raise ValueError(f"fail_max must be >= 1, got {fail_max!r}")
+        self.fail_max = check_int("fail_max", fail_max, minimum=1)
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty str, got {name!r}")
         if state_path is not None and redis_url is not None:
@@ -162,22 +221,39 @@ class CircuitBreaker:
         for item in exclude:
             if not (isinstance(item, type) and issubclass(item, BaseException)):
                 raise TypeError(f"exclude must hold exception types, got {item!r}")
-        self.fail_max = fail_max
         self.reset_timeout = check_number("reset_timeout", reset_timeout)
+        self.lock_timeout = check_optional_number("lock_timeout", lock_timeout, positive=False)
         self.name = name
         self._exclude = tuple(exclude)
         self._listeners: list[Any] = list(listeners)
+        self._hooks: dict[str, tuple[Callable[..., Any], ...]] = {}
+        self._index_listeners()
         self._clock = clock
-        self._state = _home(name, state_path, redis_url, clock)
-        if state_path is not None or redis_url is not None:
+        self._state = _home(name, state_path, redis_url, clock, self.lock_timeout)
+        # Per-process state measures durations on the monotonic clock (never stepped).
+        self._per_process = isinstance(self._state, MemoryState)
+        self._monotonic: Callable[[], float | None] = getattr(clock, "monotonic", _no_reading)
+        self._location = self._state.location
+        self._read = self._state.read
+        self._admit_rule = functools.partial(rules.admit, reset_timeout=self.reset_timeout)
+        self._success_rules = {
+            trial: functools.partial(rules.settle_success, trial=trial) for trial in (False, True)
+        }
+        self._parsed: tuple[Any, BreakerRecord] | None = None
+        if not self._per_process:
             # Make the breaker visible to the CLI from the start (never overwrites a latch).
             self._state.transact(_ensure_exists)
 
     # --- observation -----------------------------------------------------------------------
 
     def snapshot(self) -> BreakerSnapshot:
-        """The stored state now."""
-        return snapshot_of(self.name, self._state.read(), self.reset_timeout)
+        """The stored state now.
+
+        Raises:
+            StateCorruptedError: The stored record is damaged (the message names where).
+        """
+        rec = BreakerRecord.from_json(self._state.read(), self._location)
+        return rules.snapshot(self.name, rec, self.reset_timeout, self._now())
 
     @property
     def state(self) -> BreakerState:
@@ -194,222 +270,333 @@ class CircuitBreaker:
         """Consecutive transient failures so far."""
         return self.snapshot().failures
 
-    def add_listener(
-        self, listener: CircuitBreakerListener | pybreaker.CircuitBreakerListener
-    ) -> None:
+    def add_listener(self, listener: Any) -> None:
+        """Attach a listener (see :class:`CircuitBreakerListener`)."""
         self._listeners.append(listener)
+        self._index_listeners()
 
-    # --- transitions --------------------------------------------------------------------------
+    # --- the shell around the rules ----------------------------------------------------------
 
-    def _admit(self, old: Any, now: float) -> tuple[Any, tuple[bool, bool, dict[str, Any]]]:
-        cur = _current(old)
-        state = cur["state"]
-        if state == "closed":
-            return old, (True, False, cur)
-        if cur["latched"]:
-            return old, (False, False, cur)
-        opened = cur["opened_at"] or 0.0
-        trial = cur["trial_started"]
-        due = now >= opened + self.reset_timeout
-        stale_trial = trial is not None and now >= trial + self.reset_timeout
-        if (state == "open" and due) or (state == "half-open" and stale_trial):
-            new = {**cur, "state": "half-open", "trial_started": now}
-            return new, (True, True, cur)
-        return old, (False, False, cur)
+    def _transact(
+        self, rule: Callable[[BreakerRecord, Now], tuple[BreakerRecord, R]]
+    ) -> tuple[BreakerRecord, R]:
+        """Apply a pure rule to the stored record, atomically: the new record and the result."""
+        if self._per_process:
+            # Kept as a record object, never serialised. Decide on a lock-free read first and
+            # lock only to change something: the rules are pure, so deciding twice is safe.
+            rec = self._state.read() or _CLOSED
+            new, result = rule(rec, Now(self._clock.time(), self._monotonic()))
+            if new is rec:
+                return new, result
 
-    def _succeeded(self, trial: bool) -> Callable[[Any, float], tuple[Any, str | None]]:
-        def fn(old: Any, now: float) -> tuple[Any, str | None]:
-            cur = _current(old)
-            if cur["state"] == "closed":
-                if cur["failures"] == 0:
-                    return old, None
-                return {**cur, "failures": 0}, None
-            if trial and cur["state"] == "half-open" and not cur["latched"]:
-                new = {**_CLOSED, "trips": cur["trips"]}
-                return new, "closed"
-            return old, None
+            def in_memory(old: Any, wall: float) -> tuple[Any, tuple[BreakerRecord, R]]:
+                rec = old or _CLOSED
+                new, result = rule(rec, Now(wall, self._monotonic()))
+                return (old if new is rec else new), (new, result)
 
-        return fn
+            return self._state.transact(in_memory)
 
-    def _failed(
-        self, err: ResilienceError, trial: bool
-    ) -> Callable[[Any, float], tuple[Any, str | None]]:
-        reason = f"{type(err).__name__}: {err}"[:500]
-        critical = isinstance(err, CriticalError)
+        def step(old: Any, wall: float) -> tuple[Any, tuple[BreakerRecord, R]]:
+            rec = self._parse(old)
+            new, result = rule(rec, Now(wall))
+            return (old if new is rec else new.to_json()), (new, result)
 
-        def opened(cur: dict[str, Any], now: float, **changes: Any) -> dict[str, Any]:
-            trips = cur["trips"] + (cur["state"] != "open")
-            return {
-                **cur,
-                "state": "open",
-                "reason": reason,
-                "opened_at": now,
-                "trial_started": None,
-                "trips": trips,
-                **changes,
-            }
+        return self._state.transact(step)
 
-        def fn(old: Any, now: float) -> tuple[Any, str | None]:
-            cur = _current(old)
-            if critical:
-                return opened(cur, now, latched=True), "open"
-            if cur["state"] == "closed":
-                failures = cur["failures"] + 1
-                if failures >= self.fail_max:
-                    return opened(cur, now, failures=failures), "open"
-                return {**cur, "failures": failures}, None
-            if cur["state"] == "half-open" and trial:
-                return opened(cur, now), "open"
-            return old, None
+    def _now(self) -> Now:
+        return Now(self._clock.time(), self._monotonic())
 
-        return fn
+    def _parse(self, value: Any) -> BreakerRecord:
+        """``BreakerRecord.from_json``, reusing the last parse while the stored value is equal."""
+        last = self._parsed
+        if last is not None and last[0] == value:
+            return last[1]
+        rec = BreakerRecord.from_json(value, self._location)
+        self._parsed = (dict(value) if isinstance(value, dict) else value, rec)
+        return rec
+
+    def _index_listeners(self) -> None:
+        """Which listeners really implement each hook: the no-op bodies inherited from
+        :class:`CircuitBreakerListener` or pybreaker's base listener are skipped, so a listener
+        costs nothing on the hooks it does not override."""
+        hooks: dict[str, tuple[Callable[..., Any], ...]] = {}
+        for hook in _HOOKS:
+            methods = []
+            for listener in self._listeners:
+                method = getattr(listener, hook, None)
+                if method is not None and not _inherited_no_op(listener, hook):
+                    methods.append(method)
+            if methods:
+                hooks[hook] = tuple(methods)
+        self._hooks = hooks
+
+    def _emit(self, hook: str, *args: Any, **kwargs: Any) -> None:
+        methods = self._hooks.get(hook)
+        if not methods:
+            return
+        for method in methods:
+            listener = getattr(method, "__self__", method)
+            try:
+                method(self, *args, **kwargs)
+            except Exception:
+                log.exception(
+                    "breaker %r: listener %r raised in %s; ignored (the call's outcome stands)",
+                    self.name,
+                    listener,
+                    hook,
+                )
+
+    def _announce(self, change: Change | None, rec: BreakerRecord | None = None) -> None:
+        if change is None:
+            return
+        if change.new is BreakerState.OPEN and rec is not None:
+            latched = " and latched" if rec.latched else ""
+            log.error("breaker %r open%s: %s", self.name, latched, rec.reason)
+        elif change.new is BreakerState.OPEN:
+            log.warning("breaker %r: trial ended without an outcome; open again", self.name)
+        elif change.new is BreakerState.HALF_OPEN:
+            log.warning("breaker %r half-open: one trial call", self.name)
+        else:
+            log.info("breaker %r closed", self.name)
+        self._emit("state_change", change.old, change.new)
 
     def reset(self) -> None:
         """Close the breaker and clear the latch (the operator's action). Every process
-        sharing the state sees it on its next call."""
+        sharing the state sees it on its next call. A damaged record is overwritten."""
 
-        def fn(old: Any, now: float) -> tuple[Any, str | None]:
-            cur = _current(old)
-            if cur["state"] == "closed" and cur["failures"] == 0:
-                return old, None
-            return {**_CLOSED, "trips": cur["trips"]}, "closed"
+        def step(old: Any, wall: float) -> tuple[Any, Change | None]:
+            try:
+                rec = BreakerRecord.from_json(old, self._location)
+            except StateCorruptedError as exc:
+                log.warning("breaker %r: replacing a damaged record: %s", self.name, exc)
+                rec, new = _CLOSED, _CLOSED
+                change: Change | None = Change(BreakerState.OPEN, BreakerState.CLOSED)
+            else:
+                new, change = rules.reset(rec, Now(wall))
+                if new is rec:
+                    return old, None
+            return (new if self._per_process else new.to_json()), change
 
-        changed = self._state.transact(fn)
-        if changed:
+        change = self._state.transact(step)
+        if change is not None:
             log.info("breaker %r reset by operator: closed", self.name)
-            self._notify_state(changed)
+            self._emit("state_change", change.old, change.new)
 
-    # --- calling ------------------------------------------------------------------------------
-
-    def _refusal(self, cur: dict[str, Any]) -> CircuitOpenError:
-        latched = bool(cur["latched"])
-        opened = cur["opened_at"]
-        retry_at = None if latched or opened is None else opened + self.reset_timeout
-        if latched:
+    def _refusal(self, rec: BreakerRecord) -> CircuitOpenError:
+        retry_at = rules.snapshot(self.name, rec, self.reset_timeout, self._now()).retry_at
+        if rec.latched:
             why = "latched by a critical error: an operator must reset it"
-        elif cur["state"] == "half-open":
+        elif rec.state is BreakerState.HALF_OPEN:
             why = "a trial call is in progress"
         else:
             why = f"open until a trial at {retry_at:.3f}" if retry_at else "open"
         err = CircuitOpenError(
-            f"breaker {self.name!r} refused the call: {why} (opened by {cur['reason']})",
+            f"breaker {self.name!r} refused the call: {why} (opened by {rec.reason})",
             name=self.name,
-            latched=latched,
-            reason=cur["reason"],
-            opened_at=opened,
-            retry_at=retry_at,
+            latched=rec.latched,
+            reason=rec.reason,
+            opened_at=rec.opened_at,
+            retry_at=None if rec.latched else retry_at,
         )
         log.debug("%s", err)
         return err
 
-    def _before(self) -> bool:
-        allowed, trial, cur = self._state.transact(self._admit)
-        if not allowed:
-            raise self._refusal(cur)
-        if trial:
-            log.warning("breaker %r half-open: one trial call", self.name)
-            self._notify_state("half-open")
-        return trial
+    def _admit(self) -> Admission:
+        if self._per_process:
+            rec: BreakerRecord = self._read() or _CLOSED
+            if rules.is_quiet(rec):  # the hot path: nothing to decide, nothing to lock
+                return Admission(True, False, rec)
+        try:
+            _, admission = self._transact(self._admit_rule)
+        except ResilienceError:
+            raise
+        except Exception as exc:
+            raise classify(exc, operation=f"breaker {self.name!r} admission") from exc
+        if not admission.allowed:
+            raise self._refusal(admission.record)
+        if admission.trial:
+            self._announce(Change(admission.record.state, BreakerState.HALF_OPEN))
+        return admission
 
-    def _record(self, exc: BaseException | None, trial: bool) -> None:
-        if exc is None:
-            changed = self._state.transact(self._succeeded(trial))
-            for listener in self._listeners:
-                listener.success(self)
-        else:
-            err = exc if isinstance(exc, ResilienceError) else classify(exc)
-            changed = self._state.transact(self._failed(err, trial))
-            for listener in self._listeners:
-                listener.failure(self, exc)
-        if changed == "open":
-            snap = self.snapshot()
-            log.error(
-                "breaker %r open%s: %s",
-                self.name,
-                " and latched" if snap.latched else "",
-                snap.reason,
+    def _settle(self, admission: Admission, exc: BaseException | None) -> BaseException | None:
+        """Record the outcome of an admitted call and return what the caller must see: ``None``
+        (return the result), ``exc`` itself, or its classified error (``exc`` as its cause).
+
+        Recording never replaces that outcome: a failure to record is logged and emitted.
+        """
+        trial = admission.trial
+        if _changes_nothing(admission, exc):
+            if "success" in self._hooks:
+                self._emit("success")
+            return None
+        rule: _Rule | None = None
+        outcome: BaseException | None = None
+        if exc is not None and isinstance(exc, Exception) and not isinstance(exc, _NO_OUTCOME):
+            outcome = exc if isinstance(exc, self._exclude) else classify(exc)
+        # An excluded exception, or an error neither transient nor critical (an order the
+        # exchange settled as not filled, say), is an answer: the service works.
+        answered = outcome is not None and not isinstance(outcome, (TransientError, CriticalError))
+        succeeded = exc is None or (answered and trial)
+        if succeeded:
+            rule = self._success_rules[trial]
+        elif outcome is not None and not answered:
+            rule = functools.partial(
+                rules.settle_failure,
+                critical=isinstance(outcome, CriticalError),
+                reason=redact(f"{type(outcome).__name__}: {outcome}")[:500],
+                trial=trial,
+                fail_max=self.fail_max,
             )
-        elif changed == "closed":
-            log.info("breaker %r closed", self.name)
-        if changed:
-            self._notify_state(changed)
+        elif outcome is None and trial:
+            # No outcome (cancelled, interrupted, refused elsewhere): free our trial.
+            rule = functools.partial(rules.release_trial, token=admission.token)
+        recorded = None if rule is None else self._record(rule, exc)
+        if succeeded:
+            self._emit("success")
+        elif outcome is not None and not answered:
+            self._emit("failure", outcome)
+        if recorded is not None:
+            self._announce(*recorded)
+        return exc if outcome is None else outcome
 
-    def _counts(self, exc: BaseException) -> TypeGuard[Exception]:
-        if isinstance(exc, (CircuitOpenError, *self._exclude)):
-            return False
-        return isinstance(exc, Exception)
+    def _record(
+        self, rule: _Rule, exc: BaseException | None
+    ) -> tuple[Change | None, BreakerRecord] | None:
+        """Apply ``rule``; ``None`` when the state could not be written (logged, emitted)."""
+        try:
+            rec, change = self._transact(rule)
+        except Exception as failure:
+            what = "success" if exc is None else type(exc).__name__
+            log.error(
+                "breaker %r could not record an outcome (%s) at %s: %s: %s; the call's own "
+                "outcome is returned, the breaker's count may be behind",
+                self.name,
+                what,
+                self._state.location,
+                type(failure).__name__,
+                redact(str(failure))[:300],
+            )
+            self._emit("outcome_not_recorded", failure)
+            return None
+        return change, rec
 
-    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def _settled(
+        self, admission: Admission, exc: BaseException | None
+    ) -> BaseException | None:
+        """:meth:`_settle` without blocking the loop: state I/O runs in a worker thread, which
+        a cancelled caller lets finish."""
+        if self._per_process or _changes_nothing(admission, exc):
+            return self._settle(admission, exc)
+        return await asyncio.shield(asyncio.to_thread(self._settle, admission, exc))
+
+    async def _admit_async(self) -> Admission:
+        """:meth:`_admit` off the loop. If the caller is cancelled meanwhile, the admission
+        still completes in its thread; a trial it took is then released, by that thread or,
+        if it had already finished, by a helper thread (never by a loop that may be gone)."""
+        if self._per_process:
+            return self._admit()
+        lock = threading.Lock()
+        taken: list[Admission] = []
+        abandoned: list[bool] = []
+
+        def admit_or_release() -> Admission:
+            admission = self._admit()
+            with lock:
+                if not abandoned:
+                    taken.append(admission)
+                    return admission
+            if admission.trial:
+                self._settle(admission, asyncio.CancelledError())
+            return admission
+
+        try:
+            return await asyncio.shield(asyncio.to_thread(admit_or_release))
+        except asyncio.CancelledError:
+            with lock:
+                abandoned.append(True)
+            if taken and taken[0].trial:
+                threading.Thread(
+                    target=self._settle, args=(taken[0], asyncio.CancelledError())
+                ).start()
+            raise
+
+    # --- calling ------------------------------------------------------------------------------
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Call ``fn(*args, **kwargs)`` if the breaker allows it.
 
-        A coroutine function gives an awaitable (``await breaker.call(async_fn)``). Failures
-        are raised as their classified :class:`ResilienceError` (the original is its cause).
+        A coroutine function, or a function returning an awaitable, gives an awaitable
+        (``await breaker.call(async_fn)``). Failures are raised as their classified
+        :class:`ResilienceError` (the original is its cause).
 
         Raises:
             CircuitOpenError: Open or latched: ``fn`` was not called.
+            TypeError: ``fn`` is (or returned) a generator, whose outcome the breaker cannot
+                see; nothing was counted.
+            ResilienceError: The breaker's state could not be read (Redis down, a damaged
+                file): ``fn`` was not called.
         """
         if inspect.iscoroutinefunction(fn):
             return self.call_async(fn, *args, **kwargs)  # type: ignore[return-value]
-        for listener in self._listeners:
-            listener.before_call(self, fn, *args, **kwargs)
-        trial = self._before()
+        if "before_call" in self._hooks:
+            self._emit("before_call", fn, *args, **kwargs)
+        admission = self._admit()
         try:
             result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                awaited = self._finish_async(admission, _given, (result,), {})
+                return awaited  # type: ignore[return-value]
+            _refuse_generator(result)
         except BaseException as exc:
-            if not self._counts(exc):
-                if trial and isinstance(exc, self._exclude):
-                    self._record(None, trial)  # a business outcome: the service answered
-                raise
-            err = classify(exc)
-            self._record(err, trial)
-            if err is exc:
-                raise
-            raise err from exc
-        self._record(None, trial)
+            raise self._settle(admission, exc) or exc  # noqa: B904 (cause set by classify)
+        self._settle(admission, None)
         return result
 
-    async def call_async(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
-        """:meth:`call` for coroutines; state checks on files or Redis run in a worker thread."""
-        direct = isinstance(self._state, MemoryState)
-        trial = self._before() if direct else await asyncio.to_thread(self._before)
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """:meth:`call` for coroutines; state checks on files or Redis run in a worker thread.
+
+        A cancelled call releases what it took: a half-open trial it was running goes back
+        to open (due at once), so the next call gets a fresh trial.
+        """
+        if "before_call" in self._hooks:
+            self._emit("before_call", fn, *args, **kwargs)
+        admission = self._admit() if self._per_process else await self._admit_async()
+        result: T = await self._finish_async(admission, fn, args, kwargs)
+        return result
+
+    async def _finish_async(
+        self, admission: Admission, fn: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
         try:
-            result = await fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            _refuse_generator(result)
         except BaseException as exc:
-            if not self._counts(exc):
-                raise
-            err = classify(exc)
-            if direct:
-                self._record(err, trial)
-            else:
-                await asyncio.to_thread(self._record, err, trial)
-            if err is exc:
-                raise
-            raise err from exc
-        if direct:
-            self._record(None, trial)
+            raise await self._settled(admission, exc) or exc  # noqa: B904 (cause set by classify)
+        if self._per_process or _changes_nothing(admission, None):
+            self._settle(admission, None)
         else:
-            await asyncio.to_thread(self._record, None, trial)
+            await self._settled(admission, None)
         return result
 
-    def __call__(self, fn: Callable[..., T]) -> Callable[..., T]:
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Use the breaker as a decorator (sync or async functions)."""
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 return await self.call_async(fn, *args, **kwargs)
 
             return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> T:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             return self.call(fn, *args, **kwargs)
 
         return wrapper
-
-    def _notify_state(self, new: str) -> None:
-        for listener in self._listeners:
-            listener.state_change(self, None, BreakerState(new))
 
     def __repr__(self) -> str:
         return (
@@ -418,116 +605,19 @@ class CircuitBreaker:
         )
 
 
-def _home(
-    name: str, state_path: str | os.PathLike[str] | None, redis_url: str | None, clock: Clock
-) -> SharedState:
-    if redis_url is not None:
-        return RedisState(redis_url, f"resilient-trading:breaker:{name}")
-    if state_path is not None:
-        return JsonStoreState(state_path, section="breakers", name=name, clock=clock)
-    return MemoryState(clock=clock)
+def snapshot_of(
+    name: str,
+    value: Any,
+    reset_timeout: float | None,
+    location: str = "breaker state",
+    now: float | None = None,
+) -> BreakerSnapshot:
+    """Describe a stored breaker value (used by the CLI). ``now`` (wall clock) lets
+    ``retry_at`` say "due now" for an ``opened_at`` a clock step put in the future.
 
-
-class PybreakerStorage(pybreaker.CircuitBreakerStorage):
-    """Keep a plain ``pybreaker.CircuitBreaker``'s state in one of our homes.
-
-    For code that already uses pybreaker: its state, failure counter and opening time go to
-    a :class:`LockedJsonStore` file (``state_path``) or Redis (``redis_url``), each change an
-    atomic transition, in the same layout as :class:`CircuitBreaker` (so
-    ``resilient-trading breaker status`` shows it). pybreaker's own semantics apply: no
-    classification, no latch, and its lock around the whole call.
-
-    Example:
-        >>> import pybreaker, tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "breakers.json")
-        >>> cb = pybreaker.CircuitBreaker(state_storage=PybreakerStorage("api", state_path=path))
-        >>> cb.current_state
-        'closed'
+    Raises:
+        StateCorruptedError: ``value`` is not a breaker record (the message names
+            ``location``).
     """
-
-    def __init__(
-        self,
-        name: str = "default",
-        *,
-        state_path: str | os.PathLike[str] | None = None,
-        redis_url: str | None = None,
-    ) -> None:
-        super().__init__(name)
-        if state_path is not None and redis_url is not None:
-            raise ValueError("give state_path or redis_url, not both")
-        self._home = _home(name, state_path, redis_url, SYSTEM_CLOCK)
-
-    def _get(self) -> dict[str, Any]:
-        return _current(self._home.read())
-
-    def _set(self, **changes: Any) -> None:
-        def fn(old: Any, now: float) -> tuple[Any, None]:
-            return {**_current(old), **changes}, None
-
-        self._home.transact(fn)
-
-    def _add(self, key: str, amount: int | None) -> None:
-        def fn(old: Any, now: float) -> tuple[Any, None]:
-            cur = _current(old)
-            value = 0 if amount is None else int(cur.get(key, 0)) + amount
-            return {**cur, key: value}, None
-
-        self._home.transact(fn)
-
-    @property
-    def state(self) -> str:
-        return str(self._get()["state"])
-
-    @state.setter
-    def state(self, state: str) -> None:
-        self._set(state=str(state))
-
-    def increment_counter(self) -> None:
-        self._add("failures", 1)
-
-    def reset_counter(self) -> None:
-        self._add("failures", None)
-
-    def increment_success_counter(self) -> None:
-        self._add("successes", 1)
-
-    def reset_success_counter(self) -> None:
-        self._add("successes", None)
-
-    @property
-    def counter(self) -> int:
-        return int(self._get()["failures"])
-
-    @property
-    def success_counter(self) -> int:
-        return int(self._get().get("successes", 0))
-
-    @property
-    def opened_at(self) -> datetime.datetime | None:
-        value = self._get()["opened_at"]
-        if value is None:
-            return None
-        return datetime.datetime.fromtimestamp(float(value), tz=datetime.timezone.utc)
-
-    @opened_at.setter
-    def opened_at(self, value: datetime.datetime) -> None:
-        self._set(opened_at=value.timestamp())
-
-
-def snapshot_of(name: str, value: Any, reset_timeout: float | None) -> BreakerSnapshot:
-    """Describe a stored breaker value (used by the breaker and the CLI)."""
-    cur = _current(value)
-    opened = cur["opened_at"]
-    retry_at = None
-    if cur["state"] != "closed" and not cur["latched"] and opened is not None and reset_timeout:
-        retry_at = opened + reset_timeout
-    return BreakerSnapshot(
-        name=name,
-        state=BreakerState(cur["state"]),
-        failures=int(cur["failures"]),
-        latched=bool(cur["latched"]),
-        reason=cur["reason"],
-        opened_at=opened,
-        retry_at=retry_at,
-        trips=int(cur["trips"]),
-    )
+    rec = BreakerRecord.from_json(value, location)
+    return rules.snapshot(name, rec, reset_timeout, None if now is None else Now(now))

@@ -16,36 +16,54 @@ from __future__ import annotations
 
 import email.utils
 import errno
+import logging
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from resilient_trading._classify_messages import find_rule
 from resilient_trading._errors import (
+    MAX_RETRY_AFTER,
     AuthenticationError,
     CriticalError,
     ExchangeUnavailableError,
-    InsufficientFundsError,
     InvalidRequestError,
     NetworkError,
-    NonceError,
+    OrderGone,
+    OrderOutcome,
     RateLimitedError,
     RequestTimeoutError,
     ResilienceError,
-    TransientError,
 )
+from resilient_trading._redact import safe_text
 
-__all__ = ["classify", "classify_message", "classify_response", "classify_status", "register_rule"]
+__all__ = [
+    "classify",
+    "classify_message",
+    "classify_response",
+    "classify_status",
+    "classify_statuses",
+    "exchange_error_kind",
+    "is_order_gone",
+    "parse_retry_after",
+    "register_rule",
+]
 
-Rule = Callable[[BaseException], "ResilienceError | None"]
+log = logging.getLogger("resilient_trading.classify")
 
-_rules: list[tuple[type[BaseException], Rule]] = []
+#: How much of a foreign text (an exception's, a response body) goes into a message.
+_EXCEPTION_TEXT_LIMIT = 300
+_BODY_LIMIT = 200
+
+_rules: list[tuple[type[BaseException], Callable[[BaseException], ResilienceError | None]]] = []
 _rules_lock = threading.Lock()
 
 
-def register_rule(exc_type: type[BaseException], rule: Rule) -> Callable[[], None]:
+def register_rule(
+    exc_type: type[BaseException], rule: Callable[[BaseException], ResilienceError | None]
+) -> Callable[[], None]:
     """Teach :func:`classify` about your own exceptions.
 
     Args:
@@ -81,76 +99,126 @@ def register_rule(exc_type: type[BaseException], rule: Rule) -> Callable[[], Non
 
 # --- messages the exchange sends back (HTTP 200 with an error inside) -----------------------
 
-_MESSAGE_RULES: list[tuple[re.Pattern[str], type[ResilienceError]]] = [
-    (re.compile(r"nonce", re.I), NonceError),
-    (re.compile(r"too many (cumulative )?requests|rate limit", re.I), RateLimitedError),
-    (
-        re.compile(
-            r"(user or api wallet .* does not exist|signature|unauthori[sz]ed|forbidden)", re.I
-        ),
-        AuthenticationError,
-    ),
-    (
-        re.compile(r"insufficient (margin|spot balance|balance|funds)|not enough", re.I),
-        InsufficientFundsError,
-    ),
-    (
-        re.compile(r"could not parse json|maintenance|temporarily unavailable|try again", re.I),
-        ExchangeUnavailableError,
-    ),
-    (
-        re.compile(r"could not immediately match|no liquidity available for market order", re.I),
-        TransientError,
-    ),
-    (
-        re.compile(
-            r"minimum value|tick size|invalid (order|size|price|tif|leverage|asset|trigger)|"
-            r"zero size|reduce only|post only|duplicate|too (far|many open)|"
-            r"must be|not (a )?valid|unknown (asset|coin)",
-            re.I,
-        ),
-        InvalidRequestError,
-    ),
-]
-
 
 def classify_message(message: str, *, operation: str | None = None) -> ResilienceError:
     """Classify an error message sent by the exchange (the text of ``{"error": ...}`` or of
-    ``{"status": "err", "response": ...}``). Unknown messages are critical."""
+    ``{"status": "err", "response": ...}``).
+
+    Every text Hyperliquid documents has a rule (docs/classification.md lists them). An order
+    the market did not take (an IOC with no match, a post-only that would cross, a cancel of an
+    order already gone) gives an :class:`OrderOutcome`, neither transient nor critical. Unknown
+    messages are critical.
+
+    Example:
+        >>> err = classify_message("Order could not immediately match against any resting orders.")
+        >>> type(err).__name__, err.retryable
+        ('OrderNotFilled', False)
+    """
     if not isinstance(message, str):
         raise TypeError(f"message must be a str, got {type(message).__name__}")
-    for pattern, cls in _MESSAGE_RULES:
-        if pattern.search(message):
-            return cls(f"exchange refused: {message}", operation=operation)
-    return CriticalError(f"exchange refused (unrecognised): {message}", operation=operation)
+    rule = find_rule(message)
+    if rule is not None:
+        return rule.build(message, operation)
+    return CriticalError(
+        f"exchange refused (unrecognised): {message} (stop and let a person read it)",
+        operation=operation,
+    )
+
+
+def exchange_error_kind(message: str) -> str | None:
+    """Hyperliquid's name for the error in ``message`` (``"IocCancel"``, ``"MissingOrder"``,
+    ``"PerpMargin"``, ``"DuplicateNonce"``...), or ``None`` when no rule knows it.
+
+    >>> exchange_error_kind("Price must be divisible by tick size. asset=0")
+    'Tick'
+    """
+    if not isinstance(message, str):
+        raise TypeError(f"message must be a str, got {type(message).__name__}")
+    rule = find_rule(message)
+    return None if rule is None else rule.kind
+
+
+def is_order_gone(message: str) -> bool:
+    """True when a cancel or modify answer says the order is no longer open (``Order was
+    never placed, already canceled, or filled.``): it filled, was cancelled, or never existed.
+
+    It is an everyday race (a cancel sent as the order fills), never a reason to stop.
+
+    >>> is_order_gone("Order was never placed, already canceled, or filled. asset=0")
+    True
+    """
+    if not isinstance(message, str):
+        raise TypeError(f"message must be a str, got {type(message).__name__}")
+    rule = find_rule(message)
+    return rule is not None and rule.error is OrderGone
+
+
+def _severity(err: ResilienceError) -> tuple[bool, bool]:
+    """Critical first, then transient (or any other error: worth a retry), then an outcome."""
+    return isinstance(err, CriticalError), not isinstance(err, OrderOutcome)
+
+
+def classify_statuses(
+    response: Any, *, operation: str | None = None
+) -> list[ResilienceError | None] | None:
+    """One entry per order of an ``/exchange`` answer's ``response.data.statuses``: ``None``
+    for an order that rests, filled or succeeded, else its classified error or outcome.
+
+    Returns ``None`` when the answer holds no per-order statuses (a top-level error, another
+    action): use :func:`classify_response` for those. Settle a batch order by order with it:
+    a filled or resting order is done and must never be sent again.
+
+    Example:
+        >>> answer = {"status": "ok", "response": {"type": "order", "data": {"statuses": [
+        ...     {"filled": {"oid": 1, "totalSz": "0.1", "avgPx": "100"}},
+        ...     {"error": "Order could not immediately match against any resting orders."}]}}}
+        >>> [type(s).__name__ for s in classify_statuses(answer)]
+        ['NoneType', 'OrderNotFilled']
+    """
+    if not isinstance(response, Mapping):
+        return None
+    inner = response.get("response")
+    data = inner.get("data") if isinstance(inner, Mapping) else None
+    statuses = data.get("statuses") if isinstance(data, Mapping) else None
+    if not isinstance(statuses, list):
+        return None
+    return [
+        classify_message(status["error"], operation=operation)
+        if isinstance(status, Mapping) and isinstance(status.get("error"), str)
+        else None
+        for status in statuses
+    ]
 
 
 def classify_response(response: Any, *, operation: str | None = None) -> ResilienceError | None:
     """Classify a Hyperliquid ``/exchange`` or ``/info`` answer that arrived with HTTP 200.
 
-    Returns ``None`` when the answer holds no error, else the error for the first failure:
-    ``{"status": "err", "response": "..."}``, a per-order ``{"error": "..."}`` status, or the
-    SDK's ``{"error": "Could not parse JSON: ..."}`` for a malformed body.
+    Returns the most severe error the answer holds (critical before transient; the first of
+    equals): ``{"status": "err", "response": "..."}``, a per-order ``{"error": "..."}``, or the
+    SDK's ``{"error": "Could not parse JSON: ..."}`` for a malformed body. Returns ``None`` when
+    the answer holds no error, *or only order outcomes* (an IOC with no match, a cancel of an
+    order already gone...): such an answer is a result, not a failure; read its statuses (or
+    :func:`classify_statuses`) to settle each order.
 
     Example:
-        >>> classify_response({"status": "err", "response": "Invalid nonce: duplicate nonce 5"})
-        NonceError('exchange refused: Invalid nonce: duplicate nonce 5')
+        >>> answer = {"status": "err", "response": "Invalid nonce: duplicate nonce 5"}
+        >>> err = classify_response(answer)
+        >>> type(err).__name__, err.retryable
+        ('NonceError', True)
     """
     if not isinstance(response, Mapping):
         return None
+    found: list[ResilienceError]
     if isinstance(response.get("error"), str):
-        return classify_message(response["error"], operation=operation)
-    if response.get("status") == "err":
-        return classify_message(str(response.get("response")), operation=operation)
-    inner = response.get("response")
-    if isinstance(inner, Mapping):
-        data = inner.get("data")
-        statuses = data.get("statuses") if isinstance(data, Mapping) else None
-        if isinstance(statuses, list):
-            for status in statuses:
-                if isinstance(status, Mapping) and isinstance(status.get("error"), str):
-                    return classify_message(status["error"], operation=operation)
-    return None
+        found = [classify_message(response["error"], operation=operation)]
+    elif response.get("status") == "err":
+        found = [classify_message(safe_text(response.get("response")), operation=operation)]
+    else:
+        found = [e for e in classify_statuses(response, operation=operation) or [] if e]
+    worst = max(found, key=_severity, default=None)
+    if worst is None or isinstance(worst, OrderOutcome):
+        return None
+    return worst
 
 
 # --- HTTP status codes --------------------------------------------------------------------------
@@ -186,9 +254,23 @@ def _header(headers: Any, name: str) -> Any:
         value = getter(name)
         if value is None:
             value = getter(name.lower())
-    except Exception:  # a strange mapping: treat as no header
+    except Exception as exc:  # a strange mapping: treat as no header, and say so
+        log.debug("could not read header %s: %s", name, safe_text(exc, 200))
         return None
     return value
+
+
+def _capped_retry_after(seconds: float | None, what: str) -> float | None:
+    if seconds is None or seconds <= MAX_RETRY_AFTER:
+        return seconds
+    log.warning(
+        "%s asked to wait %.0fs (Retry-After); waiting %.0fs instead (MAX_RETRY_AFTER), "
+        "so a rate limit never becomes a stop",
+        what,
+        seconds,
+        MAX_RETRY_AFTER,
+    )
+    return MAX_RETRY_AFTER
 
 
 def classify_status(
@@ -200,14 +282,20 @@ def classify_status(
 ) -> ResilienceError:
     """Classify an HTTP status code (with its headers and body, when known).
 
-    429 → :class:`RateLimitedError` with ``Retry-After``; 408 → :class:`RequestTimeoutError`;
+    429 → :class:`RateLimitedError` with ``Retry-After`` (capped at
+    :data:`~resilient_trading.MAX_RETRY_AFTER`, one hour); 408 → :class:`RequestTimeoutError`;
     5xx → :class:`ExchangeUnavailableError`; 401/403 → :class:`AuthenticationError`;
     other 4xx → :class:`InvalidRequestError`; anything else → :class:`CriticalError`.
     """
     if isinstance(status, bool) or not isinstance(status, int):
         raise TypeError(f"status must be an int, got {status!r}")
-    retry_after = parse_retry_after(_header(headers, "Retry-After"))
-    detail = f": {body[:200]}" if body and body.strip() not in ("", "null") else ""
+    retry_after = _capped_retry_after(
+        parse_retry_after(_header(headers, "Retry-After")),
+        f"HTTP {status}" + (f" to {operation}" if operation else ""),
+    )
+    detail = (
+        f": {safe_text(body, _BODY_LIMIT)}" if body and body.strip() not in ("", "null") else ""
+    )
     if status == 429:
         return RateLimitedError(
             f"HTTP 429 Too Many Requests{detail}",
@@ -220,13 +308,6 @@ def classify_status(
         return RequestTimeoutError(
             f"HTTP 408 Request Timeout{detail}", operation=operation, status_code=status
         )
-    if 500 <= status < 600:
-        return ExchangeUnavailableError(
-            f"HTTP {status} from the exchange{detail}",
-            retry_after=retry_after,
-            operation=operation,
-            status_code=status,
-        )
     if status in (401, 403):
         return AuthenticationError(
             f"HTTP {status}: credentials refused{detail}", operation=operation, status_code=status
@@ -234,6 +315,13 @@ def classify_status(
     if 400 <= status < 500:
         return InvalidRequestError(
             f"HTTP {status}: request refused{detail}", operation=operation, status_code=status
+        )
+    if 500 <= status < 600:
+        return ExchangeUnavailableError(
+            f"HTTP {status} from the exchange{detail}",
+            retry_after=retry_after,
+            operation=operation,
+            status_code=status,
         )
     return CriticalError(
         f"unexpected HTTP {status}{detail}", operation=operation, status_code=status
@@ -264,15 +352,14 @@ def _sdk_error(
         # For a 429 or a non-JSON body the SDK puts the response headers in error_data.
         headers = getattr(exc, "header", None) or getattr(exc, "error_data", None)
         if status not in (401, 403, 408, 429) and isinstance(message, str):
-            text = message.strip()
-            if text and text != "null":
-                by_message = classify_message(text, operation=operation)
-                if type(by_message) is not CriticalError:
-                    by_message.status_code = status
-                    return by_message
+            # An empty or "null" body matches no rule: it falls through to the status.
+            by_message = classify_message(message.strip(), operation=operation)
+            if type(by_message) is not CriticalError:
+                by_message.status_code = status
+                return by_message
         return classify_status(
             status,
-            headers=headers if isinstance(headers, Mapping) or hasattr(headers, "get") else None,
+            headers=headers,  # _header() reads only what has a .get (not the SDK's error data)
             body=message if isinstance(message, str) else None,
             operation=operation,
         )
@@ -311,19 +398,13 @@ _NETWORK = (
     "httpx.RemoteProtocolError",
     "httpx.ProxyError",
     "urllib3.exceptions.ProtocolError",
-    "urllib3.exceptions.NewConnectionError",
     "urllib3.exceptions.MaxRetryError",
     "http.client.IncompleteRead",
-    "http.client.RemoteDisconnected",
-    "builtins.ConnectionError",
+    "builtins.ConnectionError",  # with RemoteDisconnected, ConnectionResetError, BrokenPipe...
     "socket.gaierror",
     "socket.herror",
-    "ssl.SSLEOFError",
-    "ssl.SSLZeroReturnError",
-    "ssl.SSLWantReadError",
-    "ssl.SSLWantWriteError",
-    "ssl.SSLSyscallError",
-)
+)  # ssl errors: SSLCertVerificationError is an AuthenticationError, every other SSLError a
+# NetworkError (EOF, zero return, want read/write, syscall) by the rule after the errnos.
 _MALFORMED = (
     "requests.exceptions.InvalidJSONError",
     "httpx.DecodingError",
@@ -344,9 +425,9 @@ _TRANSIENT_ERRNOS = {
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    text = safe_text(exc, _EXCEPTION_TEXT_LIMIT)
     name = type(exc).__name__
-    return f"{name}: {text[:300]}" if text else name
+    return f"{name}: {text}" if text else name
 
 
 def classify(
@@ -393,6 +474,10 @@ def _classify_new(exc: BaseException, operation: str | None) -> ResilienceError:
     if found is not None:
         return found
     text = _describe(exc)
+    if _has(names, "urllib3.exceptions.NewConnectionError"):
+        # urllib3 makes it a ConnectTimeoutError subclass, but a refused connection sent
+        # nothing: it is a network error, not a timeout whose request may have landed.
+        return NetworkError(text, operation=operation)
     if _has(names, *_TIMEOUTS):
         return RequestTimeoutError(text, operation=operation)
     if _has(names, "ssl.SSLCertVerificationError"):

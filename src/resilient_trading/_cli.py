@@ -1,4 +1,4 @@
-"""The operator's command line: ``resilient-trading state|breaker|limits ...``.
+"""The operator's command line: ``resilient-trading <group> ...``.
 
 Each command group lives in its own ``_cli_<group>.py`` module exposing
 ``register(subparsers)``; this module only assembles them. Exit codes: 0 success,
@@ -17,9 +17,27 @@ _Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _groups() -> list[_Register]:
-    from resilient_trading import _cli_breaker, _cli_limits, _cli_state
+    from resilient_trading import (
+        _cli_breaker,
+        _cli_halt,
+        _cli_history,
+        _cli_limits,
+        _cli_metrics,
+        _cli_state,
+        _cli_status,
+        _cli_watchdog,
+    )
 
-    groups: list[_Register] = [_cli_state.register, _cli_breaker.register, _cli_limits.register]
+    groups: list[_Register] = [
+        _cli_state.register,
+        _cli_breaker.register,
+        _cli_limits.register,
+        _cli_watchdog.register,
+        _cli_status.register,
+        _cli_halt.register,
+        _cli_metrics.register,
+        _cli_history.register,
+    ]
     return groups
 
 
@@ -27,9 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the full argument parser (used by ``main`` and by the docs)."""
     parser = argparse.ArgumentParser(
         prog="resilient-trading",
-        description="Inspect and repair a running bot's state, breaker and rate budget.",
+        description=(
+            "Inspect and steer a fleet of bots: state, breakers, budgets, halt, status, "
+            "metrics and history."
+        ),
     )
-    sub = parser.add_subparsers(dest="group", required=True, metavar="{state,breaker,limits}")
+    sub = parser.add_subparsers(
+        dest="group",
+        required=True,
+        metavar="{state,breaker,limits,watchdog,status,halt,resume,metrics,history}",
+    )
     for register in _groups():
         register(sub)
     return parser

@@ -8,14 +8,21 @@ The breaker is outermost (an open breaker refuses at once and spends no budget),
 inside it (only a failure that outlasts its retries counts against the breaker), and every
 attempt acquires its own weight before it is sent. Every exception is passed through
 :func:`~resilient_trading.classify`; a 429 pauses the shared limiter so every sharer backs off.
+A method with an idempotency check asks it before every attempt after the first, in both modes.
+
+Decide once, run twice: what a call will do (its weight, its retry policy, its check) is
+decided in one place (``_plan``); the sync and async shells differ only by ``await``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import itertools
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
 
 from resilient_trading._classify import classify
 from resilient_trading._errors import RateLimitedError, ResilienceError
@@ -31,26 +38,68 @@ C = TypeVar("C")
 Weight = int | Callable[..., int]
 
 
-class BreakerLike(Protocol):
+class _Guard(Protocol):
+    """Something that runs a call for you, in both modes (a breaker, a retry policy)."""
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
+
+    async def call_async(
+        self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any
+    ) -> T: ...
+
+
+class BreakerLike(_Guard, Protocol):
     """What the client needs of a circuit breaker (:class:`~resilient_trading.CircuitBreaker`)."""
 
-    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
 
-    async def call_async(
-        self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any
-    ) -> T: ...
-
-
-class RetryLike(Protocol):
+class RetryLike(_Guard, Protocol):
     """What the client needs of a retry policy (:class:`~resilient_trading.RetryPolicy`)."""
 
-    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T: ...
 
-    async def call_async(
-        self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any
-    ) -> T: ...
+@dataclass(frozen=True)
+class _Plan:
+    """What one call of ``name`` will do, decided before its first attempt."""
 
-    def call_checked(self, fn: Callable[[], T], check: Callable[[], T | None], /) -> T: ...
+    name: str
+    operation: str
+    weight: int
+    retry: RetryLike | None
+    check: Callable[[], Any] | None
+
+    def checked(self, attempt: Callable[[], T]) -> Callable[[], T]:
+        """``attempt``, asking ``check`` before every attempt after the first: a result other
+        than ``None`` means the earlier attempt took effect, and is returned instead."""
+        check = self.check
+        if check is None or self.retry is None:
+            return attempt
+        attempts = itertools.count()
+
+        def checked_attempt() -> T:
+            if next(attempts) and (found := check()) is not None:
+                return cast(T, found)
+            return attempt()
+
+        return checked_attempt
+
+    def checked_async(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """:meth:`checked` for coroutines; a sync ``check`` runs in a worker thread."""
+        check = self.check
+        if check is None or self.retry is None:
+            return attempt
+
+        async def ask() -> Any:
+            if inspect.iscoroutinefunction(check):
+                return await check()
+            return await asyncio.to_thread(check)
+
+        attempts = itertools.count()
+
+        async def checked_attempt() -> T:
+            if next(attempts) and (found := await ask()) is not None:
+                return cast(T, found)
+            return await attempt()
+
+        return checked_attempt
 
 
 class RateLimitedClient(Generic[C]):
@@ -147,11 +196,32 @@ class RateLimitedClient(Generic[C]):
         attr = getattr(self._inner, name)
         if not callable(attr) or name.startswith("_"):
             return attr
-        if inspect.iscoroutinefunction(attr):
-            return self._wrap_async(name, attr)
-        return self._wrap_sync(name, attr)
+        return self._wrap(name, attr)
 
-    # --- plumbing -----------------------------------------------------------------------------
+    def _wrap(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        """``method`` guarded: a coroutine function gets the async shell, others the sync."""
+        if inspect.iscoroutinefunction(method):
+            return self._wrap_async(name, method)
+        return self._wrap_sync(name, method)
+
+    # --- decided once -------------------------------------------------------------------------
+    #
+    # Everything a call needs (its weight, its retry, its idempotency check) is decided in
+    # _plan; the sync and async shells below differ only by ``await``.
+
+    def _retry_for(self, name: str) -> RetryLike | None:
+        """The retry policy for calls of ``name`` (subclasses may refuse some)."""
+        return self._retry
+
+    def _plan(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Plan:
+        check = self._checks.get(name)
+        return _Plan(
+            name=name,
+            operation=f"{self._label}.{name}",
+            weight=self.weight_of(name, *args, **kwargs),
+            retry=self._retry_for(name),
+            check=None if check is None else functools.partial(check, *args, **kwargs),
+        )
 
     def _failed(self, exc: Exception, operation: str) -> ResilienceError:
         err = classify(exc, operation=operation)
@@ -159,6 +229,14 @@ class RateLimitedClient(Generic[C]):
             pause = err.retry_after if err.retry_after is not None else self._default_pause
             self._limiter.pause(pause)
         return err
+
+    def _raise_classified(self, exc: Exception, operation: str) -> NoReturn:
+        """Raise what ``exc`` is (:func:`~resilient_trading.classify`), chained to it; called
+        from the ``except`` clause that caught ``exc``."""
+        err = self._failed(exc, operation)
+        if err is exc:
+            raise exc
+        raise err from exc
 
     def _finish(self, name: str, result: Any) -> Any:
         extra = self._extra.get(name)
@@ -168,66 +246,63 @@ class RateLimitedClient(Generic[C]):
             self._response_check(name, result)
         return result
 
-    def _wrap_sync(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        operation = f"{self._label}.{name}"
+    # --- run: the same shells, once without and once with ``await`` ----------------------------
 
+    def _guarded(self, retry: RetryLike | None, run: Callable[[], T]) -> T:
+        """``run`` inside ``retry`` (if any) inside the breaker (if any)."""
+        if retry is not None:
+            run = functools.partial(retry.call, run)
+        return self._breaker.call(run) if self._breaker is not None else run()
+
+    async def _guarded_async(self, retry: RetryLike | None, run: Callable[[], Awaitable[T]]) -> T:
+        if retry is not None:
+            run = functools.partial(retry.call_async, run)
+        return await (self._breaker.call_async(run) if self._breaker is not None else run())
+
+    def _send(self, weight: int, request: Callable[[], T], operation: str) -> T:
+        """One attempt: ``weight`` taken from the limiter, then ``request`` made; a failure
+        is raised classified."""
+        if weight:
+            self._limiter.acquire(weight, timeout=self._acquire_timeout)
+        try:
+            return request()
+        except Exception as exc:
+            self._raise_classified(exc, operation)
+
+    async def _send_async(
+        self, weight: int, request: Callable[[], Awaitable[T]], operation: str
+    ) -> T:
+        if weight:
+            await self._limiter.acquire_async(weight, timeout=self._acquire_timeout)
+        try:
+            return await request()
+        except Exception as exc:
+            self._raise_classified(exc, operation)
+
+    def _wrap_sync(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
         def call(*args: Any, **kwargs: Any) -> Any:
-            weight = self.weight_of(name, *args, **kwargs)
+            plan = self._plan(name, args, kwargs)
+            request = functools.partial(method, *args, **kwargs)
 
             def attempt() -> Any:
-                if weight:
-                    self._limiter.acquire(weight, timeout=self._acquire_timeout)
-                try:
-                    result = method(*args, **kwargs)
-                except Exception as exc:
-                    err = self._failed(exc, operation)
-                    if err is exc:
-                        raise
-                    raise err from exc
-                return self._finish(name, result)
+                return self._finish(name, self._send(plan.weight, request, plan.operation))
 
-            guarded: Callable[[], Any] = attempt
-            retry = self._retry
-            if retry is not None:
-                check = self._checks.get(name)
-                if check is not None:
-                    checked = functools.partial(check, *args, **kwargs)
-                    guarded = functools.partial(retry.call_checked, attempt, checked)
-                else:
-                    guarded = functools.partial(retry.call, attempt)
-            if self._breaker is not None:
-                return self._breaker.call(guarded)
-            return guarded()
+            return self._guarded(plan.retry, plan.checked(attempt))
 
         return call
 
     def _wrap_async(self, name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        operation = f"{self._label}.{name}"
-
         @functools.wraps(method)
         async def call(*args: Any, **kwargs: Any) -> Any:
-            weight = self.weight_of(name, *args, **kwargs)
+            plan = self._plan(name, args, kwargs)
+            request = functools.partial(method, *args, **kwargs)
 
             async def attempt() -> Any:
-                if weight:
-                    await self._limiter.acquire_async(weight, timeout=self._acquire_timeout)
-                try:
-                    result = await method(*args, **kwargs)
-                except Exception as exc:
-                    err = self._failed(exc, operation)
-                    if err is exc:
-                        raise
-                    raise err from exc
-                return self._finish(name, result)
+                sent = await self._send_async(plan.weight, request, plan.operation)
+                return self._finish(name, sent)
 
-            guarded: Callable[[], Awaitable[Any]] = attempt
-            retry = self._retry
-            if retry is not None:
-                guarded = functools.partial(retry.call_async, attempt)
-            if self._breaker is not None:
-                return await self._breaker.call_async(guarded)
-            return await guarded()
+            return await self._guarded_async(plan.retry, plan.checked_async(attempt))
 
         return call
 

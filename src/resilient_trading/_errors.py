@@ -1,8 +1,8 @@
 """The error tree of resilient-trading.
 
 Every error the library raises, and every error :func:`~resilient_trading.classify` returns,
-is a :class:`ResilienceError`. Below the root the tree splits in two disjoint branches that
-answer the only question a trading bot must answer at once: *retry, or stop?*
+is a :class:`ResilienceError`. Below the root the tree splits in disjoint branches that
+answer the only question a trading bot must answer at once: *retry, settle, or stop?*
 
 .. code-block:: text
 
@@ -10,32 +10,44 @@ answer the only question a trading bot must answer at once: *retry, or stop?*
     ├── TransientError              retry it (honour ``retry_after`` when set)
     │   ├── NetworkError            connection refused/reset/dropped, DNS, TLS hiccup
     │   ├── RequestTimeoutError     no answer in time (connect or read)
-    │   ├── RateLimitedError        429 from the server, or the local budget refused
+    │   ├── RateLimitedError        429 from the server, the address budget, or the local limiter
     │   ├── ExchangeUnavailableError 5xx, maintenance, malformed body
-    │   ├── NonceError              the exchange refused the nonce (duplicate, stale)
+    │   ├── NonceError              the exchange refused the nonce (duplicate, stale) or expiry
     │   └── LockTimeoutError        a state lock was not acquired in time
     ├── CircuitOpenError            a breaker refused the call without making it
+    ├── OrderOutcome                the exchange answered: this order did not rest or trade
+    │   ├── OrderNotFilled          an IOC or market order found nothing to match
+    │   ├── OrderNotPlaced          post-only would cross, reduce-only would grow, OI cap
+    │   └── OrderGone               cancel/modify: the order is no longer open
     └── CriticalError               stop trading and call a human
         ├── AuthenticationError     401/403, unknown wallet, bad signature
         ├── InsufficientFundsError  not enough margin or balance
         ├── InvalidRequestError     an order or configuration the exchange refuses
-        └── StateCorruptedError     a state file that does not parse
+        ├── StateCorruptedError     a state file that does not parse
+        └── CommitNotDurableError   a commit is in place but its durability is not certain
 
 An exception nobody recognises is classified as a plain :class:`CriticalError`: failing
 safe means stopping, not retrying something unknown forever.
 
-Messages never contain secrets: every message is passed through :func:`redact`, which
-removes private keys, signatures and credential headers.
+Messages never contain secrets: every message is passed through :func:`redact` (private
+keys, signatures, credential headers, cookies, URL passwords, mnemonics) *before* it is cut
+to :data:`MESSAGE_LIMIT` characters. Every error pickles with its attributes (so it crosses a
+``ProcessPoolExecutor``), subclasses included.
 """
 
 from __future__ import annotations
 
 import math
-import re
+from typing import Any
+
+from resilient_trading._redact import redact, safe_text
 
 __all__ = [
+    "MAX_RETRY_AFTER",
+    "MESSAGE_LIMIT",
     "AuthenticationError",
     "CircuitOpenError",
+    "CommitNotDurableError",
     "CriticalError",
     "ExchangeUnavailableError",
     "InsufficientFundsError",
@@ -43,38 +55,29 @@ __all__ = [
     "LockTimeoutError",
     "NetworkError",
     "NonceError",
+    "OrderGone",
+    "OrderNotFilled",
+    "OrderNotPlaced",
+    "OrderOutcome",
     "RateLimitedError",
     "RequestTimeoutError",
     "ResilienceError",
     "StateCorruptedError",
     "TransientError",
     "redact",
+    "safe_text",
 ]
 
-# 64 or more hex digits: private keys, signature halves (r, s), raw signatures. Addresses
-# (40 hex digits) stay: they are what a person needs to see which wallet was refused.
-_LONG_HEX = re.compile(r"(?:0x)?[0-9a-fA-F]{64,}")
-_SECRET_FIELD = re.compile(
-    r"""(?ix)
-    (?P<key>["']?(?:authorization|proxy-authorization|x-api-key|api[_-]?key|api[_-]?secret|
-        secret|token|access[_-]?token|password|passwd|private[_-]?key|signature|cookie|set-cookie)
-        ["']?\s*[:=]\s*)
-    (?P<value>\{[^{}]*\}|"[^"]*"|'[^']*'|(?:Bearer|Basic)\s+\S+|[^\s,;)}\]]+)
-    """
-)
+#: The longest wait a classified error asks for, in seconds. A server's ``Retry-After`` above it
+#: (a day, a year, a date far ahead) is capped to it, with a log line: a rate limit must slow a
+#: bot down, never turn into a stop.
+MAX_RETRY_AFTER = 3600.0
 
+#: The longest message an error keeps, in characters (after redaction; a cut ends with ``…``).
+MESSAGE_LIMIT = 2000
 
-def redact(text: str) -> str:
-    """Return ``text`` with secrets replaced by ``<redacted>``.
-
-    Removes runs of 64+ hex digits (private keys, signatures) and the values of
-    credential-like fields (``Authorization``, ``api_key``, ``signature``, ``password`` ...).
-
-    >>> redact("Authorization: Bearer abc.def")
-    'Authorization: <redacted>'
-    """
-    text = _SECRET_FIELD.sub(lambda m: m.group("key") + "<redacted>", text)
-    return _LONG_HEX.sub("<redacted>", text)
+#: Where a :class:`RateLimitedError` comes from.
+RATE_LIMIT_SOURCES = ("server", "address", "local")
 
 
 def _check_retry_after(retry_after: float | None) -> float | None:
@@ -86,6 +89,20 @@ def _check_retry_after(retry_after: float | None) -> float | None:
     if math.isnan(value) or value < 0 or math.isinf(value):
         raise ValueError(f"retry_after must be a finite number >= 0, got {retry_after!r}")
     return value
+
+
+def _optional_text(value: object, limit: int) -> str | None:
+    return None if value is None else safe_text(value, limit)
+
+
+def _rebuild(
+    cls: type[ResilienceError], args: tuple[Any, ...], state: dict[str, Any]
+) -> ResilienceError:
+    """Unpickle an error without calling its ``__init__`` (whose arguments differ by class)."""
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class ResilienceError(Exception):
@@ -100,6 +117,11 @@ class ResilienceError(Exception):
     The original exception, when there was one, is the ``__cause__``.
     """
 
+    #: The cloids (or oids) whose outcome is still unknown when a settled order call of the
+    #: Hyperliquid preset's ``wrap_exchange`` gives up (empty otherwise): look them up
+    #: (``orderStatus``) before sending them again. Set on the raised error.
+    unknown_cloids: tuple[str, ...] = ()
+
     def __init__(
         self,
         message: str,
@@ -110,11 +132,16 @@ class ResilienceError(Exception):
     ) -> None:
         if attempt is not None and (isinstance(attempt, bool) or attempt < 1):
             raise ValueError(f"attempt must be a positive int or None, got {attempt!r}")
-        self.message = redact(str(message))
-        self.operation = None if operation is None else redact(str(operation))
+        self.message = safe_text(message, MESSAGE_LIMIT)
+        self.operation = _optional_text(operation, 300)
         self.attempt = attempt
         self.status_code = status_code
         super().__init__(self.message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # BaseException pickles as cls(*args), which fails for keyword-only arguments (and would
+        # run the checks again): rebuild from the attributes instead.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
 
     def _context(self) -> list[str]:
         parts = []
@@ -206,10 +233,40 @@ class CircuitOpenError(ResilienceError):
     ) -> None:
         self.name = name
         self.latched = latched
-        self.reason = reason
+        self.reason = _optional_text(reason, MESSAGE_LIMIT)
         self.opened_at = opened_at
         self.retry_at = retry_at
         super().__init__(message, operation=operation)
+
+
+class OrderOutcome(ResilienceError):
+    """The exchange answered, and this order did not rest or trade (or is no longer open).
+
+    Neither transient nor critical: nothing is broken, so nothing is retried and no breaker
+    counts it; the bot settles the order and decides afresh. Sending the same order again is a
+    *new* order, which is the caller's decision, never a retry's.
+    :func:`~resilient_trading.classify_response` returns ``None`` for an answer holding only
+    outcomes (the answer is the result); :func:`~resilient_trading.classify_statuses` gives one
+    per order.
+    """
+
+
+class OrderNotFilled(OrderOutcome):
+    """An IOC or market order found nothing to match (``Order could not immediately match
+    against any resting orders``, ``No liquidity available for market order``): nothing traded,
+    nothing rests."""
+
+
+class OrderNotPlaced(OrderOutcome):
+    """The market refused this order as it stands right now: a post-only order would have
+    crossed, a reduce-only order would increase the position (it is already closed or smaller),
+    or the asset is at its open-interest cap. Nothing was placed; re-price or re-size first."""
+
+
+class OrderGone(OrderOutcome):
+    """A cancel or modify found no open order (``Order was never placed, already canceled, or
+    filled.``): it filled, was cancelled, or never existed. Nothing to cancel; look up its
+    status (``orderStatus``) if the fill matters."""
 
 
 class NetworkError(TransientError):
@@ -222,8 +279,10 @@ class RequestTimeoutError(TransientError):
 
 
 class RateLimitedError(TransientError):
-    """The request budget is spent: the server answered 429 (``source="server"``) or the local
-    limiter could not admit the call within its timeout (``source="local"``).
+    """The request budget is spent: the server answered 429 (``source="server"``), the
+    exchange refused the address's cumulative action budget (``source="address"``: only this
+    address waits, the IP budget is not paused), or the local limiter could not admit the call
+    within its timeout (``source="local"``).
 
     Wait ``retry_after`` seconds (when known) before any sharer of the budget calls again.
     """
@@ -238,8 +297,8 @@ class RateLimitedError(TransientError):
         attempt: int | None = None,
         status_code: int | None = None,
     ) -> None:
-        if source not in ("server", "local"):
-            raise ValueError(f"source must be 'server' or 'local', got {source!r}")
+        if source not in RATE_LIMIT_SOURCES:
+            raise ValueError(f"source must be one of {RATE_LIMIT_SOURCES}, got {source!r}")
         self.source = source
         super().__init__(
             message,
@@ -255,9 +314,11 @@ class ExchangeUnavailableError(TransientError):
 
 
 class NonceError(TransientError):
-    """The exchange refused the request's nonce (duplicate or outside the accepted range).
+    """The exchange refused the signed action as repeated or stale: a duplicate nonce, a nonce
+    below the signer's recent ones, or an ``expiresAfter`` already past.
 
-    Nothing was done; sign again with a fresh, larger nonce."""
+    Nothing was done; sign again with a fresh, larger nonce. (A nonce *too high* is a host clock
+    more than a day ahead: that is a :class:`CriticalError`, a fresh nonce cannot help.)"""
 
 
 class LockTimeoutError(TransientError):
@@ -279,8 +340,8 @@ class LockTimeoutError(TransientError):
         retry_after: float | None = None,
         operation: str | None = None,
     ) -> None:
-        self.lock_path = lock_path
-        self.holder = holder
+        self.lock_path = safe_text(lock_path, 500)
+        self.holder = _optional_text(holder, 500)
         self.timeout = timeout
         super().__init__(message, retry_after=retry_after, operation=operation)
 
@@ -320,3 +381,40 @@ class StateCorruptedError(CriticalError):
         self.path = path
         self.backup_path = backup_path
         super().__init__(message, operation=operation)
+
+
+class CommitNotDurableError(CriticalError):
+    """A state file was committed, but making it durable failed (the directory ``fsync``).
+
+    The new document *is* in place: every reader sees it, and a transaction that raised
+    this must not be repeated as if nothing happened. What is not certain is that it
+    survives a power loss. Check the disk (``dmesg``, free space) before trusting it.
+
+    Args:
+        path: The state file.
+        generation: The generation that was committed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        generation: int,
+        operation: str | None = None,
+    ) -> None:
+        self.path = path
+        self.generation = generation
+        super().__init__(message, operation=operation)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (
+            _rebuild_commit_not_durable,
+            (self.message, self.path, self.generation, self.operation),
+        )
+
+
+def _rebuild_commit_not_durable(
+    message: str, path: str, generation: int, operation: str | None
+) -> CommitNotDurableError:
+    return CommitNotDurableError(message, path=path, generation=generation, operation=operation)

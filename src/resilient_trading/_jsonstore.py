@@ -1,90 +1,42 @@
 """LockedJsonStore: a JSON state file shared by a bot and its CLI that never loses an update.
 
-The read and the write of a transaction happen under one exclusive lock (an OS ``flock`` on
-``<path>.lock``, released by the kernel when the holder dies), so two writers can never
-interleave. (The ``filelock`` package takes the same ``flock``; its per-acquire bookkeeping
-costs more than the whole commit here, so the store holds one descriptor per process.)
-A commit writes a temporary file in the same directory, fsyncs it, keeps the previous version
-as ``<path>.bak`` (a hard link, no copy), renames the new file over the old one and fsyncs the
-directory: a ``kill -9`` or a power loss at any instant leaves the old or the new document,
-whole. Readers never lock: the rename makes every file they open complete.
+The read and the write of a transaction happen under one exclusive lock (a
+:class:`~resilient_trading._proclock.ProcessLock` on ``<path>.lock``: an OS ``flock``
+released by the kernel when the holder dies), so two writers can never interleave. A commit
+is one :func:`~resilient_trading._atomic.atomic_replace` (temp file, fsync, ``<path>.bak``
+hard link, rename, directory fsync): a ``kill -9`` or a power loss at any instant leaves the
+old or the new document, whole. Readers never lock: the rename makes every file they open
+complete. The on-disk envelope (generation, schema, checksum) is the pure codec in
+:mod:`resilient_trading._envelope`.
 
-On disk the document sits in a small envelope::
-
-    {"__resilient_trading__": 1, "generation": 42, "schema": null, "sha256": "...", "data": {...}}
-
-The generation and checksum let the store tell a damaged file from a good one. A plain JSON
-object without the envelope (a file from before you adopted the library) is read as the data
-of generation 0 and wrapped on the next commit.
+Reading (and the snapshot that makes an unchanged read cost a ``stat`` and a C-speed copy)
+lives in :mod:`resilient_trading._storefile`.
 
 What it does not do: lock across machines, or on NFS and other network file systems, where
-``flock`` is not reliable. For state shared by several machines use the Redis homes of the
-rate limiter and the circuit breaker.
+``flock`` is not reliable. For state shared by several machines use the Redis homes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
-import hashlib
-import json
-import math
 import os
-import socket
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from resilient_trading._errors import CriticalError, LockTimeoutError, StateCorruptedError
-from resilient_trading._flock import flock_exclusive
+from resilient_trading._atomic import atomic_replace, clean_temp_files
+from resilient_trading._envelope import Migration, encode, find_unstorable
+from resilient_trading._errors import LockTimeoutError, StateCorruptedError
+from resilient_trading._events import StoreEvent, emit, listening
+from resilient_trading._proclock import ProcessLock, check_lock_timeout
+from resilient_trading._storefile import StoreFile
 
 __all__ = ["LockedJsonStore"]
-
-_MAGIC = "__resilient_trading__"
-_HEAD = 96
-_NOTE = 160
-Migration = Callable[[dict[str, Any], int], dict[str, Any]]
-
-
-def _copy(value: Any) -> Any:
-    """A deep copy for JSON values (much faster than ``copy.deepcopy``)."""
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
-
-
-def _find_bad(value: Any, path: str) -> str | None:
-    """Describe the first value JSON cannot hold, with its key path, or None."""
-    if value is None or isinstance(value, str | bool | int):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path}: {value!r} is not a finite number"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path}: key {key!r} is not a str"
-            found = _find_bad(item, f"{path}.{key}")
-            if found:
-                return found
-        return None
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _find_bad(item, f"{path}[{index}]")
-            if found:
-                return found
-        return None
-    return f"{path}: {type(value).__name__} cannot be stored as JSON"
-
-
-def _checksum(data_text: str) -> str:
-    return hashlib.sha256(data_text.encode()).hexdigest()
 
 
 class LockedJsonStore:
@@ -101,16 +53,18 @@ class LockedJsonStore:
         schema_version: The version of the document your code expects (``None``: unversioned).
         migrate: ``migrate(data, from_version) -> data`` upgrades a document written with an
             older ``schema_version``; called on read and committed by the next transaction.
+            Required with ``schema_version``.
 
-    Nesting ``transaction()`` on the same store in the same thread raises ``RuntimeError``:
-    the outer transaction's document would otherwise be silently overwritten.
+    Nesting transactions on the same store (``transaction()`` in one thread, or
+    ``transaction_async()`` in one task) raises ``RuntimeError``. The store holds open
+    descriptors: ``close()`` it, or use it as a context manager, when done.
 
     Example:
         >>> import os, tempfile
-        >>> store = LockedJsonStore(os.path.join(tempfile.mkdtemp(), "state.json"))
-        >>> with store.transaction() as doc:
-        ...     doc["n"] = doc.get("n", 0) + 1
-        >>> store.read()
+        >>> with LockedJsonStore(os.path.join(tempfile.mkdtemp(), "state.json")) as store:
+        ...     with store.transaction() as doc:
+        ...         doc["n"] = doc.get("n", 0) + 1
+        ...     store.read()
         {'n': 1}
     """
 
@@ -126,39 +80,34 @@ class LockedJsonStore:
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        if lock_timeout is not None:
-            if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float):
-                raise TypeError(f"lock_timeout must be a number or None, got {lock_timeout!r}")
-            if not math.isfinite(lock_timeout) or lock_timeout < 0:
-                raise ValueError(f"lock_timeout must be a finite number >= 0, got {lock_timeout!r}")
+        self._lock_timeout = check_lock_timeout(lock_timeout)
         if not isinstance(durable, bool):
             raise TypeError(f"durable must be a bool, got {durable!r}")
-        if schema_version is not None and (
-            isinstance(schema_version, bool) or not isinstance(schema_version, int)
-        ):
+        if schema_version is not None and type(schema_version) is not int:
             raise TypeError(f"schema_version must be an int or None, got {schema_version!r}")
         if migrate is not None and not callable(migrate):
             raise TypeError("migrate must be callable")
+        if schema_version is not None and migrate is None:
+            raise ValueError(
+                f"schema_version={schema_version} needs migrate=fn(data, old_version) -> data, "
+                "to upgrade documents written by older code"
+            )
         self._path = Path(os.path.abspath(os.fspath(path)))
         if self._path.name in ("", ".", ".."):
             raise ValueError(f"path must name a file, got {os.fspath(path)!r}")
-        self._lock_timeout = lock_timeout
         self._durable = durable
         self._backup = backup
         self._schema_version = schema_version
         self._migrate = migrate
-        self._thread_lock = threading.Lock()
-        self._local = threading.local()
         self._path_str = str(self._path)
-        self._bak_str = self._path_str + ".bak"
-        self._lock_path = self._path_str + ".lock"
-        self._lock_fd = -1
-        self._lock_pid = -1
+        self._lock = ProcessLock(self._path_str + ".lock", note=True)
+        self._local = threading.local()
         self._cleaned = False
-        self._async_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
-        self._cache: tuple[tuple[int, int, int], dict[str, Any], bytes, int] | None = None
+        self._async_tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+        self._file = StoreFile(self._path_str, self._path_str + ".bak", schema_version, migrate)
 
     # --- public ---------------------------------------------------------------------------
 
@@ -181,22 +130,28 @@ class LockedJsonStore:
         Raises:
             LockTimeoutError: The lock was not acquired within ``lock_timeout``.
             StateCorruptedError: The file on disk is damaged (nothing is written).
-            TypeError, ValueError: The document holds something JSON cannot (nothing is written).
-            RuntimeError: A transaction on this store is already open in this thread.
+            TypeError, ValueError: The document holds something that could not be read back
+                (NaN, a set, a non-str key, nesting over 100 levels): nothing is written.
+            CriticalError: The disk refused the write (the file was left unchanged).
+            CommitNotDurableError: Committed, but the directory fsync failed.
+            RuntimeError: A transaction on this store is already open in this thread/task.
         """
-        if getattr(self._local, "active", False):
-            raise RuntimeError(
-                f"nested transaction on {self._path}: finish the outer transaction first"
-            )
+        self._refuse_nested()
         self._local.active = True
+        pid = os.getpid()
         try:
             self._acquire()
             try:
-                data, generation = self._load_locked()
+                data, generation = self._load()
                 yield data
+                if os.getpid() != pid:
+                    raise RuntimeError(
+                        f"a forked child cannot commit its parent's transaction on {self._path}"
+                        " (it does not hold the lock): nothing was written"
+                    )
                 self._commit(data, generation + 1)
             finally:
-                self._release()
+                self._lock.release()
         finally:
             self._local.active = False
 
@@ -204,33 +159,34 @@ class LockedJsonStore:
     async def transaction_async(self) -> AsyncIterator[dict[str, Any]]:
         """:meth:`transaction` for asyncio: locking, reading and the commit run in a worker
         thread, so the event loop never blocks on the lock or on fsync. Coroutines of one
-        loop queue on an ``asyncio.Lock`` first, so they never starve the thread pool."""
+        loop queue on an ``asyncio.Lock`` first, so they never starve the thread pool.
+
+        Cancelled while the worker waits for the lock, the lock is released as soon as the
+        worker gets it. Cancelled during the commit, the commit still completes (or fails)
+        in its thread and the lock is released.
+        """
         loop = asyncio.get_running_loop()
-        gate = self._async_locks.get(loop)
+        task = asyncio.current_task()
+        self._refuse_nested()
+        gate = self._gates.get(loop)
         if gate is None:
-            gate = self._async_locks[loop] = asyncio.Lock()
-        async with gate:
-            data, generation = await asyncio.to_thread(self._acquire_and_load)
-            try:
-                yield data
-            except BaseException:
-                await asyncio.to_thread(self._release)
-                raise
-            await asyncio.to_thread(self._commit_and_release, data, generation + 1)
-
-    def _acquire_and_load(self) -> tuple[dict[str, Any], int]:
-        self._acquire()
+            gate = self._gates[loop] = asyncio.Lock()
+        if task is not None:
+            self._async_tasks.add(task)
         try:
-            return self._load_locked()
-        except BaseException:
-            self._release()
-            raise
-
-    def _commit_and_release(self, data: dict[str, Any], generation: int) -> None:
-        try:
-            self._commit(data, generation)
+            async with gate:
+                data, generation = await self._lock.acquire_async(
+                    self._lock_timeout, *self._async_load_hooks()
+                )
+                try:
+                    yield data
+                except BaseException:
+                    self._lock.release()
+                    raise
+                await asyncio.to_thread(self._commit_and_release, data, generation + 1)
         finally:
-            self._release()
+            if task is not None:
+                self._async_tasks.discard(task)
 
     def update(self, fn: Callable[[dict[str, Any]], Any]) -> Any:
         """Run ``fn(doc)`` inside a transaction and return what it returns."""
@@ -240,288 +196,190 @@ class LockedJsonStore:
     def read(self) -> dict[str, Any]:
         """A consistent snapshot of the document (a copy; ``{}`` when there is no file yet).
 
-        Never takes the lock. When the file has not changed since the last read (same inode,
-        size and mtime), the cached parse is copied instead of parsing again.
+        Never takes the lock. An unchanged file (same inode, size and mtime as the version
+        this store last saw) costs a ``stat`` and a C-speed copy.
         """
-        try:
-            st = os.stat(self._path)
-        except FileNotFoundError:
-            return {}
-        key = (st.st_ino, st.st_size, st.st_mtime_ns)
-        cache = self._cache
-        if cache is not None and cache[0] == key and self._head() == cache[2]:
-            fresh: dict[str, Any] = _copy(cache[1])
-            return fresh
-        data, _ = self._parse_file()
-        parsed: dict[str, Any] = _copy(data)
-        return parsed
+        return self._file.read()
 
-    def _head(self) -> bytes:
-        # The envelope starts with the generation: an inode number reused within one mtime
-        # tick cannot pass for the cached version.
-        try:
-            fd = os.open(self._path_str, os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:
-            return b""
-        try:
-            return os.pread(fd, _HEAD, 0)
-        finally:
-            os.close(fd)
+    def snapshot(self) -> Mapping[str, Any]:
+        """The document, read-only and shared (no copy): for hot paths that only look.
+
+        Costs a ``stat`` when the file has not changed. Nested dicts and lists are read-only
+        too (``TypeError`` on change); ``dict(...)``, ``copy.deepcopy`` and pickling give
+        plain, mutable copies. Use :meth:`read` for a copy you may change.
+        """
+        return self._file.view()
 
     async def read_async(self) -> dict[str, Any]:
         """:meth:`read` in a worker thread."""
         return await asyncio.to_thread(self.read)
 
-    def restore_backup(self) -> int:
+    def restore_backup(self, *, force: bool = False) -> int:
         """Replace the state file with ``<path>.bak`` (an operator's decision, under the lock).
 
+        The version replaced is kept as ``<path>.replaced-<UTC time>`` (a hard link).
+
+        Args:
+            force: Restore even when the current file is healthy (its newest version would
+                otherwise be discarded by mistake).
+
         Returns the generation restored. Raises :class:`StateCorruptedError` when the backup
-        is missing or damaged too.
+        is missing or damaged too, and ``ValueError`` for a healthy file without ``force``.
         """
         self._acquire()
         try:
-            if not self.backup_path.exists():
-                raise StateCorruptedError(
-                    f"no backup {self.backup_path} to restore", path=str(self._path)
+            backup = self.backup_path
+            if not backup.exists():
+                raise StateCorruptedError(f"no backup {backup} to restore", path=self._path_str)
+            data, generation = self._file.parse(str(backup))
+            if not force and self._path.exists() and (current := self._healthy()) is not None:
+                raise ValueError(
+                    f"state file {self._path} is healthy (generation {current}): restoring "
+                    f"its backup (generation {generation}) would discard the newest version; "
+                    "pass force=True (CLI: --force) if that is what you want"
                 )
-            data, generation = self._parse(self.backup_path, fail_path=self.backup_path)
-            self._write_checked(self._envelope(data, generation), link_backup=False)
-            self._cache = None
+            if self._path.exists() or self._path.is_symlink():
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                aside = f"{self._path_str}.replaced-{stamp}-{os.urandom(2).hex()}"
+                os.link(self._path_str, aside, follow_symlinks=False)
+            self._file.snapshot = None
+            payload = encode(data, generation, self._schema_version)
+            atomic_replace(self._path_str, payload, durable=self._durable, generation=generation)
+            if listening():
+                emit(StoreEvent(kind="restored", path=self._path_str, generation=generation))
             return generation
         finally:
-            self._release()
+            self._lock.release()
+
+    def _healthy(self) -> int | None:
+        """The generation of the state file, or ``None`` when it is damaged."""
+        try:
+            return self._file.parse(self._path_str)[1]
+        except StateCorruptedError:
+            return None
+
+    def close(self) -> None:
+        """Release the store's descriptors (reopened if the store is used again). Idempotent."""
+        if getattr(self._local, "active", False):
+            raise RuntimeError(f"close() inside a transaction on {self._path}")
+        self._file.snapshot = None
+        self._lock.close()
+
+    def __enter__(self) -> LockedJsonStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def __repr__(self) -> str:
-        return f"LockedJsonStore({str(self._path)!r}, durable={self._durable})"
+        return f"LockedJsonStore({self._path_str!r}, durable={self._durable})"
 
     # --- locking --------------------------------------------------------------------------
 
-    def _mark_holder(self, fd: int) -> None:
-        note = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
-        # One fixed-size pwrite (no truncate): a reader sees the old note or the new one.
-        with contextlib.suppress(OSError):
-            os.pwrite(fd, note.encode().ljust(_NOTE, b" "), 0)
-
-    def _lock_file(self) -> int:
-        # One descriptor per process: flock locks belong to the open file description, so a
-        # forked child must open its own to exclude its parent.
-        if self._lock_fd < 0 or self._lock_pid != os.getpid():
-            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-            self._lock_fd = os.open(self._lock_path, flags, 0o600)
-            self._lock_pid = os.getpid()
-        return self._lock_fd
-
-    def _holder(self) -> str | None:
-        try:
-            with open(self._lock_path, encoding="utf-8") as fh:
-                note = json.loads(fh.read() or "null")
-        except (OSError, ValueError):
-            return None
-        if not isinstance(note, dict):  # pragma: no cover - a foreign lock file
-            return None
-        since = note.get("since")
-        age = f", for {time.time() - since:.1f}s" if isinstance(since, int | float) else ""
-        return f"pid {note.get('pid')} on {note.get('host')}{age}"
+    def _refuse_nested(self) -> None:
+        nested = getattr(self._local, "active", False)
+        if not nested and self._async_tasks:
+            with contextlib.suppress(RuntimeError):  # no running loop in this thread
+                nested = asyncio.current_task() in self._async_tasks
+        if nested:
+            raise RuntimeError(
+                f"nested transaction on {self._path}: finish the outer transaction first"
+            )
 
     def _acquire(self) -> None:
-        timeout = None if self._lock_timeout is None else float(self._lock_timeout)
-        started = time.monotonic()
-        if not self._thread_lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise self._timeout_error()
-        try:
-            remaining = (
-                None if timeout is None else max(0.0, timeout - (time.monotonic() - started))
-            )
-            if not flock_exclusive(self._lock_file(), remaining):
+        if not listening():
+            if not self._lock.acquire(self._lock_timeout):
                 raise self._timeout_error()
-            self._mark_holder(self._lock_fd)
-        except BaseException:
-            self._thread_lock.release()
-            raise
+            return
+        if self._lock.acquire(0):  # free: no conflict to report
+            return
+        started = time.monotonic()
+        taken = self._lock.acquire(self._lock_timeout)
+        self._waited(started, taken)
+        if not taken:
+            raise self._timeout_error()
 
-    def _release(self) -> None:
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        finally:
-            self._thread_lock.release()
+    def _waited(self, started: float, taken: bool) -> None:
+        """Publish a ``conflict_wait`` (or ``lock_timeout``) event for a wait since ``started``."""
+        emit(
+            StoreEvent(
+                kind="conflict_wait" if taken else "lock_timeout",
+                path=self._path_str,
+                seconds=time.monotonic() - started,
+            )
+        )
 
     def _timeout_error(self) -> LockTimeoutError:
-        holder = self._holder()
-        who = f" (held by {holder})" if holder else ""
-        return LockTimeoutError(
-            f"could not lock {self._lock_path} within {self._lock_timeout:g}s{who}; "
-            "another process is inside a transaction: try again",
-            lock_path=self._lock_path,
-            holder=holder,
-            timeout=self._lock_timeout,
-        )
+        hint = "another process is inside a transaction: try again"
+        return self._lock.timeout_error(self._lock_timeout, hint)
 
-    # --- reading --------------------------------------------------------------------------
+    def _async_load_hooks(
+        self,
+    ) -> tuple[Callable[[], tuple[dict[str, Any], int]], Callable[[], LockTimeoutError]]:
+        """``then`` and ``timeout_error`` for ``acquire_async``. With a listener, the lock is
+        probed first (one non-blocking try, released at once: the worker thread takes it
+        for real); held by another, the wait until the worker has it is a ``conflict_wait``
+        event, and a timeout a ``lock_timeout`` event."""
+        if not listening() or self._probe():
+            return self._load, self._timeout_error
+        started = time.monotonic()
 
-    def _corrupt(self, what: str, path: Path) -> StateCorruptedError:
-        backup = self.backup_path if self.backup_path.exists() else None
-        hint = (
-            f"; the previous version is in {backup}: restore it with "
-            f"`resilient-trading state restore {self._path}` after checking it"
-            if backup
-            else "; no backup exists"
-        )
-        return StateCorruptedError(
-            f"state file {path} is damaged: {what}{hint}",
-            path=str(path),
-            backup_path=None if backup is None else str(backup),
-        )
+        def then() -> tuple[dict[str, Any], int]:
+            self._waited(started, True)
+            return self._load()
 
-    def _parse(self, path: Path, *, fail_path: Path) -> tuple[dict[str, Any], int]:
+        def timeout_error() -> LockTimeoutError:
+            self._waited(started, False)
+            return self._timeout_error()
+
+        return then, timeout_error
+
+    def _probe(self) -> bool:
+        """Whether the lock is free now (a non-blocking try, released at once)."""
+        if not self._lock.acquire(0):
+            return False
+        self._lock.release()
+        return True
+
+    def _commit_and_release(self, data: dict[str, Any], generation: int) -> None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            return {}, 0
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise self._corrupt("it is a symbolic link", fail_path) from exc
-            raise
-        with os.fdopen(fd, "rb") as fh:
-            raw = fh.read()
-        try:
-            doc = json.loads(raw)
-        except ValueError as exc:
-            what = "it is empty" if not raw.strip() else f"it is not valid JSON ({exc})"
-            raise self._corrupt(what, fail_path) from exc
-        if not isinstance(doc, dict):
-            raise self._corrupt(
-                f"its top level is a {type(doc).__name__}, not an object", fail_path
-            )
-        if doc.get(_MAGIC) != 1:
-            return doc, 0  # a plain JSON object written before the store managed the file
-        data, generation, digest = doc.get("data"), doc.get("generation"), doc.get("sha256")
-        if not isinstance(data, dict) or not isinstance(generation, int):
-            raise self._corrupt("its envelope is incomplete", fail_path)
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        if digest != _checksum(text):
-            raise self._corrupt("its checksum does not match its data", fail_path)
-        schema = doc.get("schema")
-        if self._schema_version is not None:
-            found = 0 if schema is None else int(schema)
-            if found > self._schema_version:
-                raise self._corrupt(
-                    f"it has schema {found}, newer than this code's {self._schema_version}",
-                    fail_path,
-                )
-            if found < self._schema_version and self._migrate is not None:
-                data = self._migrate(data, found)
-                if not isinstance(data, dict):
-                    raise TypeError("migrate() must return a dict")
-        return data, generation
+            self._commit(data, generation)
+        finally:
+            self._lock.release()
 
-    def _parse_file(self) -> tuple[dict[str, Any], int]:
-        try:
-            st_before = os.stat(self._path)
-        except FileNotFoundError:
-            return {}, 0
-        head = self._head()
-        data, generation = self._parse(self._path, fail_path=self._path)
-        key = (st_before.st_ino, st_before.st_size, st_before.st_mtime_ns)
-        try:
-            st_after = os.stat(self._path)
-            if (st_after.st_ino, st_after.st_size, st_after.st_mtime_ns) == key:
-                self._cache = (key, data, head, generation)
-        except FileNotFoundError:
-            pass
-        return data, generation
+    # --- reading and writing ----------------------------------------------------------------
 
-    def _load_locked(self) -> tuple[dict[str, Any], int]:
-        if not self._cleaned:
-            self._clean_temp_files()
+    def _load(self) -> tuple[dict[str, Any], int]:
+        if not self._cleaned:  # under the lock no other writer lives: a crashed one's files
+            clean_temp_files(self._path_str)
             self._cleaned = True
-        cache = self._cache
-        if cache is not None:
-            try:
-                st = os.stat(self._path_str)
-            except FileNotFoundError:
-                st = None
-            if (
-                st is not None
-                and cache[0] == (st.st_ino, st.st_size, st.st_mtime_ns)
-                and self._head() == cache[2]
-            ):
-                return _copy(cache[1]), cache[3]
-        data, generation = self._parse_file()
-        return _copy(data), generation
-
-    def _clean_temp_files(self) -> None:
-        # Under the lock no other writer is live: any temp file left is a crashed writer's.
-        prefix = f".{self._path.name}."
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self._path.parent):
-                if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)
-
-    # --- writing --------------------------------------------------------------------------
-
-    def _envelope(self, data: dict[str, Any], generation: int) -> bytes:
-        text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return (
-            f'{{"{_MAGIC}":1,"generation":{generation},'
-            f'"schema":{json.dumps(self._schema_version)},'
-            f'"sha256":"{_checksum(text)}","data":{text}}}\n'
-        ).encode()
+        return self._file.load()
 
     def _commit(self, data: Any, generation: int) -> None:
         if not isinstance(data, dict):
             raise TypeError(f"the document must stay a dict, got {type(data).__name__}")
-        bad = _find_bad(data, "doc")
+        bad = find_unstorable(data)
         if bad:
-            raise ValueError(f"cannot store {bad}; nothing was written to {self._path}")
-        payload = self._envelope(data, generation)
-        self._cache = None
-        self._write_checked(payload, link_backup=self._backup)
-        with contextlib.suppress(OSError):
-            st = os.stat(self._path_str)
-            key = (st.st_ino, st.st_size, st.st_mtime_ns)
-            self._cache = (key, _copy(data), payload[:_HEAD], generation)
-
-    def _write_checked(self, payload: bytes, *, link_backup: bool) -> None:
-        try:
-            self._write(payload, link_backup=link_backup)
-        except OSError as exc:
-            raise CriticalError(
-                f"cannot write state file {self._path}: {exc.strerror or exc}; "
-                "the file was left unchanged (is the disk full or read-only?)",
-                operation="LockedJsonStore.commit",
-            ) from exc
-
-    def _write(self, payload: bytes, *, link_backup: bool) -> None:
-        directory = self._path.parent
-        tmp = directory / f".{self._path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            try:
-                view = memoryview(payload)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                if self._durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            if link_backup:
-                # unlink + link (cheaper than a second rename); a crash between the two only
-                # loses the backup, which the next commit makes again.
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._bak_str)
-                with contextlib.suppress(FileNotFoundError):
-                    os.link(self._path_str, self._bak_str, follow_symlinks=False)
-            os.replace(tmp, self._path_str)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        if self._durable:
-            dir_fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            raise ValueError(
+                f"cannot store {bad}; it could not be read back, so nothing was written "
+                f"to {self._path}"
+            )
+        payload = encode(data, generation, self._schema_version)
+        self._file.snapshot = None
+        # CommitNotDurableError leaves no snapshot: the next read parses what is on disk.
+        fd = atomic_replace(
+            self._path_str,
+            payload,
+            durable=self._durable,
+            backup_path=str(self.backup_path) if self._backup else None,
+            generation=generation,
+            keep_open=True,
+        )
+        self._file.remember(fd, data, generation)
+        if listening():
+            emit(StoreEvent(kind="commit", path=self._path_str, generation=generation))

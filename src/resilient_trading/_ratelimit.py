@@ -1,37 +1,49 @@
 """RateLimiter: never send more weight than the budget in any sliding window, however many share it.
 
-The limiter keeps a *sliding log* of admissions in a shared state (process memory, a file on
-this host, or Redis; see :mod:`resilient_trading.backends`). A request of weight ``w`` is
-admitted at time ``now`` (read *inside* the state's exclusion) only if, for every limit
-``(budget, period)``, the weight logged after ``now - period`` plus ``w`` fits the budget.
+Admission is first come, first served. ``acquire(w)`` *reserves*, in one transaction on the
+shared state, the earliest time at which ``w`` fits every window after every earlier
+reservation, then sleeps until then: no retry loop, no overtaking, no starvation of heavy
+requests by light ones. The rule itself is pure and lives in
+:mod:`resilient_trading._limiter_rules`; the homes are process memory and a file
+(:mod:`resilient_trading._limiter_state`) and Redis, where a Lua script runs the same rule in
+one round trip (:mod:`resilient_trading._limiter_redis`).
 
-To keep the log small, admissions are logged in buckets: the admit time is rounded **up** to a
-multiple of ``granularity`` (by default the shortest period / 100). Rounding up makes an entry
-expire a little later than it must, never earlier, so the guarantee is exact; it costs at most
-one bucket of each window (1%) of utilisation under saturation.
+This module holds the thin entry points: :meth:`RateLimiter.acquire` and
+:meth:`RateLimiter.acquire_async` share every decision and differ only by ``await``.
 
-State (JSON)::
+Clocks: the in-memory and file budgets run on ``CLOCK_MONOTONIC`` (shared by every process on a
+host), so wall-clock steps cannot admit an extra budget. The Redis budget runs on the Redis
+server's clock; a step *back* there is detected and healed, a step forward cannot be told from
+idle time (run the Redis host with a slewing NTP client).
 
-    {"v": 1, "limits": [[1200, 60.0]], "paused_until": 0.0, "log": [[t, weight], ...]}
+Why one module over 300 lines: most of it is the public classes' docstrings and argument
+checks; the decisions live in :mod:`resilient_trading._limiter_rules`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
-import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from resilient_trading._clock import SYSTEM_CLOCK, Clock
+from resilient_trading import _limiter_rules as rules
+from resilient_trading._clock import SYSTEM_CLOCK, Clock, SystemClock
 from resilient_trading._errors import RateLimitedError
+from resilient_trading._limiter_state import Refused, StateBudget
 from resilient_trading._validate import check_number
-from resilient_trading.backends import MemoryState, SharedState, open_state
+from resilient_trading.backends import FileState, MemoryState
 
 __all__ = ["LimiterStatus", "RateLimit", "RateLimiter", "WindowStatus"]
 
-_MAX_PAUSE = 86_400.0
+log = logging.getLogger("resilient_trading.ratelimit")
+
+#: The longest pause :meth:`RateLimiter.pause` applies; longer requests are capped and logged.
+MAX_PAUSE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -73,12 +85,19 @@ class WindowStatus:
 
 @dataclass(frozen=True)
 class LimiterStatus:
-    """What :meth:`RateLimiter.status` reports."""
+    """What :meth:`RateLimiter.status` reports (times are wall-clock seconds since the epoch).
+
+    ``reserved`` is the weight reserved ahead by waiting requests (``queued`` of them);
+    ``mode`` is ``"shared"``, or ``"fallback"`` while a Redis budget runs on its local share.
+    """
 
     location: str
     windows: tuple[WindowStatus, ...]
     paused_until: float | None
     now: float
+    reserved: int = 0
+    queued: int = 0
+    mode: str = "shared"
 
     @property
     def utilisation(self) -> float:
@@ -86,17 +105,41 @@ class LimiterStatus:
         return max((w.used / w.budget for w in self.windows), default=0.0)
 
 
-class _Decision:
-    __slots__ = ("admitted", "now", "wait")
+def time_base(clock: Clock) -> Callable[[], float]:
+    """The clock a per-host budget runs on: monotonic for the system clock."""
+    mono = getattr(clock, "monotonic", None)
+    if callable(mono):
+        return mono  # type: ignore[no-any-return]
+    if isinstance(clock, SystemClock):
+        return time.monotonic
+    return clock.time
 
-    def __init__(self, admitted: bool, now: float, wait: float) -> None:
-        self.admitted = admitted
-        self.now = now
-        self.wait = wait
+
+class _BaseClock:
+    """Adapts a time base to the :class:`Clock` the state backends read."""
+
+    def __init__(self, base: Callable[[], float], clock: Clock) -> None:
+        self.time = base
+        self._clock = clock
+
+    def sleep(self, seconds: float) -> None:
+        self._clock.sleep(seconds)
+
+    async def sleep_async(self, seconds: float) -> None:
+        await self._clock.sleep_async(seconds)
+
+
+@dataclass(slots=True)
+class _Call:
+    """One acquire: what was asked and when (on the limiter's time base)."""
+
+    weight: int
+    timeout: float | None
+    started: float
 
 
 class RateLimiter:
-    """Admit weighted calls so no sliding window ever exceeds its budget.
+    """Admit weighted calls, first come first served, so no sliding window exceeds its budget.
 
     Args:
         limit: The first limit; more may follow (all must hold, e.g. 1200/60 s and 100/1 s).
@@ -104,9 +147,20 @@ class RateLimiter:
         redis_url: Share the budget with every process on every machine using this Redis and
             ``key``.
         key: The budget's name in Redis (and in status output).
-        clock: Time source and sleep for the in-process budget (tests pass ``ManualClock``).
-            The file budget reads the host's clock; the Redis budget the server's.
-        granularity: Bucket width in seconds (default: shortest period / 100).
+        clock: Time source and sleep (tests pass ``ManualClock``).
+        in_flight: Seconds an admitted request may take to reach the exchange (signing, a slow
+            connect, retransmits). Each admission stays in the window ``period + in_flight``,
+            so the exchange, which counts a request when it *arrives*, never sees more than the
+            budget. Set it to the client's request timeout (the Hyperliquid preset does);
+            ``0`` counts admission time only.
+        granularity: Bucket width in seconds (default: each limit's window / 100).
+        on_backend_error: Redis only. ``"fallback"`` (default): when Redis cannot be reached,
+            keep admitting on a conservative local share (see the how-to); ``"raise"``: raise
+            :class:`NetworkError`.
+        redis_timeout: Redis only: socket and connect timeout in seconds (default 0.5: a
+            Redis slower than that is treated as unreachable, so a hung Redis cannot hold an
+            ``acquire(timeout=1)`` for longer).
+        lock_timeout: File only: seconds to wait for the file lock.
 
     Example:
         >>> limiter = RateLimiter(RateLimit(10, 1.0))
@@ -122,7 +176,11 @@ class RateLimiter:
         redis_url: str | None = None,
         key: str = "default",
         clock: Clock = SYSTEM_CLOCK,
+        in_flight: float = 0.0,
         granularity: float | None = None,
+        on_backend_error: Literal["fallback", "raise"] = "fallback",
+        redis_timeout: float = 0.5,
+        lock_timeout: float | None = 10.0,
     ) -> None:
         limits = (limit, *more_limits)
         for item in limits:
@@ -130,35 +188,69 @@ class RateLimiter:
                 raise TypeError(f"limits must be RateLimit objects, got {item!r}")
         if not isinstance(key, str) or not key:
             raise ValueError(f"key must be a non-empty str, got {key!r}")
+        if state_path is not None and redis_url is not None:
+            raise ValueError("give state_path or redis_url, not both")
+        if on_backend_error not in ("fallback", "raise"):
+            raise ValueError(
+                f"on_backend_error must be 'fallback' or 'raise', got {on_backend_error!r}"
+            )
+        in_flight = check_number("in_flight", in_flight, positive=False)
+        rings = [rules.ring_for(lim.budget, lim.period, in_flight) for lim in limits]
+        if granularity is not None:
+            width = math.ceil(check_number("granularity", granularity) * 1000)
+            if granularity > min(lim.period for lim in limits):
+                raise ValueError("granularity must not exceed the shortest period")
+            rings = [
+                rules.Ring(
+                    r.budget, r.period_ms, min(r.period_ms, max(width, r.period_ms // 2000, 1))
+                )
+                for r in rings
+            ]
         self._limits = limits
-        self._max_period = max(lim.period for lim in limits)
-        shortest = min(lim.period for lim in limits)
-        self._granularity = (
-            shortest / 100 if granularity is None else check_number("granularity", granularity)
-        )
-        if self._granularity > shortest:
-            raise ValueError("granularity must not exceed the shortest period")
+        self._in_flight = in_flight
         self._max_weight = min(lim.budget for lim in limits)
         self._clock = clock
         self._key = key
-        self._state: SharedState = open_state(
-            state_path=state_path,
-            redis_url=redis_url,
-            key=f"resilient-trading:limiter:{key}",
-            ttl=self._max_period * 2 + 60,
-            clock=clock,
+        self._budget: Any
+        if redis_url is not None:
+            from resilient_trading._limiter_redis import RedisBudget
+
+            self._base: Callable[[], float] = time_base(clock)
+            self._budget = RedisBudget(
+                redis_url,
+                key,
+                rings,
+                base=self._base,
+                on_error=on_backend_error,
+                timeout=check_number("redis_timeout", redis_timeout),
+            )
+        else:
+            self._base = time_base(clock)
+            base_clock = _BaseClock(self._base, clock)
+            state = (
+                FileState(state_path, lock_timeout=lock_timeout, clock=base_clock)
+                if state_path is not None
+                else MemoryState(clock=base_clock)
+            )
+            self._budget = StateBudget(state, rings, base=self._base)
+        self._inline = isinstance(self._budget, StateBudget) and isinstance(
+            self._budget.state, MemoryState
         )
-        self._local = threading.local()
+        self._last_admitted: float | None = None
 
     @property
     def limits(self) -> tuple[RateLimit, ...]:
         return self._limits
 
     @property
+    def in_flight(self) -> float:
+        """Seconds each admission is counted beyond its window (see the class docstring)."""
+        return self._in_flight
+
+    @property
     def last_admitted_at(self) -> float | None:
-        """When this thread's latest admission happened, on the state's clock."""
-        value: float | None = getattr(self._local, "admitted_at", None)
-        return value
+        """When the latest admission in this process was due, on the limiter's clock."""
+        return self._last_admitted
 
     def _check_weight(self, weight: Any) -> int:
         if isinstance(weight, bool) or not isinstance(weight, int):
@@ -172,186 +264,206 @@ class RateLimiter:
             )
         return weight
 
-    # --- the admission rule -------------------------------------------------------------------
+    # --- decide once ------------------------------------------------------------------------
 
-    def _fresh(self, old: Any, now: float) -> tuple[float, list[list[float]]]:
-        if not isinstance(old, dict):
-            return 0.0, []
-        paused = float(old.get("paused_until", 0.0))
-        log = old.get("log", [])
-        horizon = now - self._max_period
-        future = now + self._max_period  # entries beyond this: the clock jumped back
-        start = 0
-        while start < len(log) and log[start][0] <= horizon:
-            start += 1
-        kept = [entry for entry in log[start:] if entry[0] <= future]
-        if paused > now + _MAX_PAUSE:  # the clock jumped back: a stale pause must not wedge us
-            paused = now
-        return paused, kept
+    def _begin(self, weight: Any, timeout: Any) -> _Call:
+        weight = self._check_weight(weight)
+        limit = None if timeout is None else check_number("timeout", timeout, positive=False)
+        return _Call(weight, limit, self._base())
 
-    def _decide(self, log: list[list[float]], paused: float, now: float, weight: int) -> float:
-        """Seconds until ``weight`` fits (0 when it fits now)."""
-        ready = max(now, paused)
-        for lim in self._limits:
-            cutoff = now - lim.period
-            used = 0.0
-            first = len(log)
-            for index in range(len(log) - 1, -1, -1):
-                if log[index][0] <= cutoff:
-                    break
-                used += log[index][1]
-                first = index
-            excess = used + weight - lim.budget
-            if excess <= 0:
-                continue
-            freed = 0.0
-            for index in range(first, len(log)):
-                freed += log[index][1]
-                if freed >= excess:
-                    ready = max(ready, log[index][0] + lim.period)
-                    break
-        return max(0.0, ready - now)
+    def _max_wait(self, call: _Call) -> Callable[[float], float | None]:
+        def remaining(_: float) -> float | None:
+            if call.timeout is None:
+                return None
+            return max(0.0, call.timeout - (self._base() - call.started))
 
-    def _bucket(self, now: float) -> float:
-        g = self._granularity
-        bucket = math.ceil(now / g) * g
-        while bucket < now:  # float rounding must never move an admission earlier
-            bucket += g
-        return bucket
+        return remaining
 
-    def _transition(self, weight: int, *, force: bool = False) -> Any:
-        def fn(old: Any, now: float) -> tuple[Any, _Decision]:
-            paused, log = self._fresh(old, now)
-            wait = 0.0 if force else self._decide(log, paused, now, weight)
-            if wait > 0:
-                return old, _Decision(False, now, wait)
-            bucket = self._bucket(now)
-            if log and log[-1][0] == bucket:
-                log[-1] = [bucket, log[-1][1] + weight]
-            else:
-                log.append([bucket, weight])
-            new = {
-                "v": 1,
-                "limits": [[lim.budget, lim.period] for lim in self._limits],
-                "paused_until": paused,
-                "log": log,
-            }
-            return new, _Decision(True, now, 0.0)
-
-        return fn
-
-    def _attempt(self, weight: int) -> _Decision:
-        decision: _Decision = self._state.transact(self._transition(weight))
-        if decision.admitted:
-            self._local.admitted_at = decision.now
+    def _reserve(self, call: _Call) -> rules.Decision:
+        """One transaction: the reservation, or ``RateLimitedError`` with nothing reserved."""
+        result = self._budget.reserve(call.weight, self._max_wait(call), call.started)
+        if isinstance(result, Refused):
+            raise self._too_long(call, result)
+        decision: rules.Decision = result
         return decision
 
-    # --- public API ---------------------------------------------------------------------------
+    def _admitted(self, decision: rules.Decision) -> float:
+        self._last_admitted = decision.at_ms / 1000
+        return decision.wait
+
+    # --- run twice --------------------------------------------------------------------------
 
     def try_acquire(self, weight: int = 1) -> bool:
-        """Admit ``weight`` now if it fits every window; never blocks."""
-        return self._attempt(self._check_weight(weight)).admitted
+        """Admit ``weight`` now if it fits every window and nobody is waiting ahead.
+
+        Never reserves the future and never jumps ahead of a reservation."""
+        call = self._begin(weight, 0.0)
+        try:
+            decision = self._reserve(call)
+        except RateLimitedError:
+            return False
+        if decision.wait > 0:  # under a millisecond: the rest of the current one
+            self._clock.sleep(decision.wait)
+        self._admitted(decision)
+        return True
 
     def acquire(self, weight: int = 1, *, timeout: float | None = None) -> float:
-        """Block until ``weight`` is admitted; return the seconds waited.
+        """Reserve ``weight`` first come first served and sleep until it is due.
+
+        Returns the seconds waited.
+
+        Args:
+            weight: The request's weight (at most the smallest budget).
+            timeout: Wall-clock seconds from this call. If the reserved time would be further
+                away, nothing is reserved and :class:`RateLimitedError` is raised at once.
 
         Raises:
-            RateLimitedError: (``source="local"``) when the wait would exceed ``timeout``;
-                raised at once when the needed wait is already known to be too long.
+            RateLimitedError: (``source="local"``) the wait would exceed ``timeout``;
+                ``retry_after`` is that wait and the message says what is ahead.
             ValueError, TypeError: A weight that could never be admitted, or a bad timeout.
         """
-        weight = self._check_weight(weight)
-        limit = None if timeout is None else check_number("timeout", timeout, positive=False)
-        waited = 0.0
-        while True:
-            decision = self._attempt(weight)
-            if decision.admitted:
-                return waited
-            if limit is not None and waited + decision.wait > limit:
-                raise self._too_long(weight, decision.wait, limit)
-            self._clock.sleep(decision.wait)
-            waited += decision.wait
+        call = self._begin(weight, timeout)
+        decision = self._reserve(call)
+        try:
+            if decision.wait > 0:
+                self._clock.sleep(decision.wait)
+        except BaseException:
+            self._budget.release(decision)
+            raise
+        return self._admitted(decision)
 
     async def acquire_async(self, weight: int = 1, *, timeout: float | None = None) -> float:
-        """:meth:`acquire` for asyncio: waits with ``await``, never blocks the event loop."""
-        weight = self._check_weight(weight)
-        limit = None if timeout is None else check_number("timeout", timeout, positive=False)
-        in_memory = isinstance(self._state, MemoryState)
-        waited = 0.0
-        while True:
-            if in_memory:
-                decision = self._attempt(weight)
-            else:
-                decision = await asyncio.to_thread(self._attempt, weight)
-            if decision.admitted:
-                return waited
-            if limit is not None and waited + decision.wait > limit:
-                raise self._too_long(weight, decision.wait, limit)
-            await self._clock.sleep_async(decision.wait)
-            waited += decision.wait
+        """:meth:`acquire` for asyncio: waits with ``await``, never blocks the event loop.
+
+        A cancelled call gives its reservation back if its time has not come yet (if it has,
+        the reservation is counted as used and expires with its window)."""
+        call = self._begin(weight, timeout)
+        decision = await self._run(self._reserve, call)
+        try:
+            if decision.wait > 0:
+                await self._clock.sleep_async(decision.wait)
+        except BaseException:
+            await self._run(self._budget.release, decision)
+            raise
+        return self._admitted(decision)
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._inline:
+            return fn(*args)
+        task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The worker thread finishes its transaction anyway: give back what it reserved.
+            try:
+                result = await task
+            except BaseException:
+                raise
+            if isinstance(result, rules.Decision):
+                await asyncio.to_thread(self._budget.release, result)
+            raise
 
     def charge(self, weight: int) -> None:
         """Record weight already spent (known only after a call), without waiting.
 
-        The budget may go over for a moment; later acquires wait until it is paid back."""
+        The window may go over for a moment; later reservations wait until it is paid back."""
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
             raise ValueError(f"weight must be an int >= 0, got {weight!r}")
         if weight:
-            self._state.transact(self._transition(weight, force=True))
+            self._budget.charge(weight)
 
     def pause(self, seconds: float) -> None:
-        """Make every sharer of this budget wait ``seconds`` from now (after a 429)."""
-        seconds = check_number("seconds", seconds, positive=False)
-        if seconds > _MAX_PAUSE:
-            raise ValueError(f"seconds must be at most {_MAX_PAUSE:g} (a day), got {seconds!r}")
+        """Make every sharer of this budget wait ``seconds`` from now (after a 429).
 
-        def fn(old: Any, now: float) -> tuple[Any, None]:
-            paused, log = self._fresh(old, now)
-            new = {
-                "v": 1,
-                "limits": [[lim.budget, lim.period] for lim in self._limits],
-                "paused_until": max(paused, now + seconds),
-                "log": log,
-            }
-            return new, None
-
-        self._state.transact(fn)
+        ``seconds`` above :data:`MAX_PAUSE` (an hour) is capped, with a warning: a huge
+        ``Retry-After`` must slow the bots down, not stop them for days or raise."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError(f"seconds must be a number, got {seconds!r}")
+        if math.isnan(seconds) or seconds < 0:
+            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        if seconds > MAX_PAUSE:
+            log.warning("rate budget %s: pause of %ss capped at %gs", self._key, seconds, MAX_PAUSE)
+            seconds = MAX_PAUSE
+        self._budget.pause(float(seconds))
 
     def status(self) -> LimiterStatus:
-        """Weight used and remaining in each window now, and any pause."""
-        return status_from_state(
-            self._state.read(), self._state.time(), self._limits, self._state.location
+        """Weight used and remaining in each window now, reservations ahead, any pause."""
+        state, now = self._budget.snapshot()
+        return status_of(
+            state,
+            now,
+            time.time() if self._clock is SYSTEM_CLOCK else self._clock.time(),
+            self._budget.location,
+            limits=self._limits,
+            in_flight=self._in_flight,
+            mode=getattr(self._budget, "mode", "shared"),
         )
 
     def close(self) -> None:
         """Release the state's file descriptor or connection."""
-        self._state.close()
+        self._budget.state.close() if isinstance(
+            self._budget, StateBudget
+        ) else self._budget.close()
 
-    def _too_long(self, weight: int, wait: float, timeout: float) -> RateLimitedError:
+    def _too_long(self, call: _Call, refused: Refused) -> RateLimitedError:
+        d = refused.decision
+        windows = ", ".join(
+            f"{used}/{lim.budget} used per {lim.period:g}s"
+            for used, lim in zip(refused.used, self._limits, strict=False)
+        )
+        ahead = (
+            f"{d.ahead} request(s) ({d.ahead_weight} weight) reserved ahead"
+            if d.ahead
+            else "nothing reserved ahead"
+        )
+        limit = "no wait" if call.timeout == 0 else f"the {call.timeout:g}s timeout"
         return RateLimitedError(
-            f"weight {weight} needs a {wait:.3f}s wait for the rate budget, "
-            f"more than the {timeout:g}s timeout",
-            retry_after=wait,
+            f"weight {call.weight} would wait {d.wait:.3f}s for rate budget {self._key!r} "
+            f"({windows}; {ahead}), more than {limit}; nothing was reserved: retry after "
+            f"{d.wait:.3f}s or raise the timeout",
+            retry_after=d.wait,
             source="local",
             operation=f"RateLimiter.acquire({self._key})",
         )
 
     def __repr__(self) -> str:
         limits = ", ".join(f"{lim.budget}/{lim.period:g}s" for lim in self._limits)
-        return f"RateLimiter({limits}, state={self._state.location!r})"
+        return f"RateLimiter({limits}, state={self._budget.location!r})"
 
 
-def status_from_state(
-    state: Any, now: float, limits: tuple[RateLimit, ...] | None, location: str
+def status_of(
+    state: rules.LimiterState,
+    now: float,
+    wall: float,
+    location: str,
+    *,
+    limits: tuple[RateLimit, ...] | None = None,
+    in_flight: float = 0.0,
+    mode: str = "shared",
 ) -> LimiterStatus:
-    """Describe a stored limiter state (used by the limiter and the CLI)."""
-    stored = state if isinstance(state, dict) else {}
-    if limits is None:
-        limits = tuple(RateLimit(int(b), float(p)) for b, p in stored.get("limits", []))
-    log = stored.get("log", [])
+    """Describe a stored limiter state read at ``now`` (its own clock) and ``wall``."""
+    now_ms = now * 1000
     windows = []
-    for lim in limits:
-        used = int(sum(w for t, w in log if t > now - lim.period))
-        windows.append(WindowStatus(lim.budget, lim.period, used, max(0, lim.budget - used)))
-    paused = float(stored.get("paused_until", 0.0))
-    return LimiterStatus(location, tuple(windows), paused if paused > now else None, now)
+    if limits is None:
+        pairs: list[tuple[int, int, rules.Ring | None]] = [
+            (ring.budget, ring.period_ms, ring) for ring in state.rings
+        ]
+    else:
+        pairs = []
+        for lim in limits:
+            period_ms = rules.ring_for(lim.budget, lim.period, in_flight).period_ms
+            found = [r for r in state.rings if r.budget == lim.budget and r.period_ms == period_ms]
+            pairs.append((lim.budget, period_ms, found[0] if found else None))
+    for budget, period_ms, ring in pairs:
+        used = 0 if ring is None else ring.used_at(now_ms)
+        windows.append(WindowStatus(budget, period_ms / 1000, used, max(0, budget - used)))
+    paused = state.paused_until_ms / 1000
+    return LimiterStatus(
+        location,
+        tuple(windows),
+        wall + (paused - now) if paused > now else None,
+        wall,
+        reserved=state.reserved(),
+        queued=len(state.queue),
+        mode=mode,
+    )

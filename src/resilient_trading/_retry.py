@@ -2,22 +2,28 @@
 
 Only :class:`~resilient_trading.TransientError`\\ s (after :func:`~resilient_trading.classify`)
 are retried; a critical error or an open breaker is raised at once. A server's ``retry_after``
-wins over the policy's own backoff. The backoff curve is tenacity's ``wait_exponential``; the
-success path calls the function directly and builds nothing, so a guarded call that succeeds
-costs almost nothing.
+wins over the policy's own backoff. The success path calls the function directly and builds
+nothing, so a guarded call that succeeds costs almost nothing.
+
+Decide once, run twice: the decisions (the backoff curve, wait or give up) are pure functions
+in ``_retry_rules.py``; :class:`_Run` holds one call's retries after its first failure and is
+both an iterator (sync: sleeps with ``clock.sleep``) and an async iterator (``await
+clock.sleep_async``), each attempt a context manager that classifies what it raised. The sync
+and async entry points are the same short loop, differing only by ``await``.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import CoroutineType, TracebackType
+from typing import Any, ParamSpec, TypeVar
 
-import tenacity
-
+from resilient_trading import _retry_rules as rules
 from resilient_trading._classify import classify
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
 from resilient_trading._errors import ResilienceError, TransientError
@@ -26,6 +32,7 @@ from resilient_trading._validate import check_number
 __all__ = ["RetryEvent", "RetryPolicy"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger("resilient_trading.retry")
 
 
@@ -53,7 +60,7 @@ class RetryPolicy:
         seed: Seed for the jitter (reproducible delays in tests).
 
     Example:
-        >>> from resilient_trading._clock import ManualClock
+        >>> from resilient_trading.testing import ManualClock
         >>> calls = []
         >>> def flaky():
         ...     calls.append(1)
@@ -92,31 +99,39 @@ class RetryPolicy:
         self.clock = clock
         self.on_retry = on_retry
         self._random = random.Random(seed)
-        self._wait = tenacity.wait_exponential(multiplier=self.base_delay, max=self.max_delay)
 
     def backoff(self, attempt: int) -> float:
         """The policy's own wait after failed attempt number ``attempt`` (before jitter)."""
-        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
-        state.attempt_number = attempt
-        return float(self._wait(state)) if self.base_delay else 0.0
+        return rules.backoff(attempt, self.base_delay, self.max_delay)
 
     def delay(self, attempt: int, error: ResilienceError) -> float:
         """How long to wait after attempt ``attempt`` failed with ``error``."""
+        return rules.longer_wait(self._jittered(attempt), getattr(error, "retry_after", None))
+
+    def _jittered(self, attempt: int) -> float:
         own = self.backoff(attempt)
         if self.jitter and own:
             own = own / 2 + self._random.uniform(0, own / 2)
-        server = getattr(error, "retry_after", None)
-        return max(own, server or 0.0)
+        return own
 
-    # --- sync ---------------------------------------------------------------------------------
+    # --- entry points: the same loop, sync and async --------------------------------------
 
-    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Call ``fn(*args, **kwargs)``, retrying transient failures."""
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Call ``fn(*args, **kwargs)``, retrying transient failures.
+
+        A coroutine function gives an awaitable that retries it the way :meth:`call_async`
+        does, as :meth:`CircuitBreaker.call <resilient_trading.CircuitBreaker.call>` does.
+        """
         try:
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
         except Exception as exc:
-            first = self._classified(exc, 1)
-        return self._retry(functools.partial(fn, *args, **kwargs), None, first)
+            run = _Run(self, exc)
+        else:
+            if type(result) is not CoroutineType:  # the success path: one type check
+                return result
+            # ``fn`` is a coroutine function: retry it the async way.
+            return self._awaited(result, functools.partial(fn, *args, **kwargs))  # type: ignore[return-value]
+        return self._again(run, functools.partial(fn, *args, **kwargs), None)
 
     def call_checked(self, fn: Callable[[], T], check: Callable[[], T | None], /) -> T:
         """Like :meth:`call` for a call that must not take effect twice (placing an order).
@@ -124,28 +139,96 @@ class RetryPolicy:
         Before every retry ``check()`` is asked whether the failed attempt took effect anyway
         (a timeout after the request was sent, a lost response); a result other than ``None``
         is returned instead of calling ``fn`` again. Example: ``check`` looks the order up by
-        its client order id.
+        its client order id. ``check`` is part of the attempt: if it fails, its error is
+        classified like ``fn``'s (a transient one uses up the attempt and the loop goes on, a
+        critical one is raised).
         """
         try:
             return fn()
         except Exception as exc:
-            first = self._classified(exc, 1)
-        return self._retry(fn, check, first)
+            run = _Run(self, exc)
+        return self._again(run, fn, check)
 
-    def __call__(self, fn: Callable[..., T]) -> Callable[..., T]:
-        """Use the policy as a decorator."""
+    def _again(self, run: _Run, fn: Callable[[], T], check: Callable[[], T | None] | None) -> T:
+        for attempt in run:
+            with attempt:
+                found = None if check is None else check()
+                if found is not None:
+                    return found
+                return fn()
+        raise run.error
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """:meth:`call` for coroutines; waits with ``await``, never blocking the loop."""
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            run = _Run(self, exc)
+        return await self._again_async(run, functools.partial(fn, *args, **kwargs), None)
+
+    async def call_checked_async(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        check: Callable[[], T | Awaitable[T | None] | None] | None,
+        /,
+    ) -> T:
+        """:meth:`call_checked` for coroutines; ``check`` may be sync or async."""
+        try:
+            return await fn()
+        except Exception as exc:
+            run = _Run(self, exc)
+        return await self._again_async(run, fn, check)
+
+    async def _awaited(self, first: Any, again: Callable[[], Any]) -> Any:
+        """:meth:`call` of a coroutine function: await its first coroutine, then retry."""
+        try:
+            return await first
+        except Exception as exc:
+            run = _Run(self, exc)
+        return await self._again_async(run, again, None)
+
+    async def _again_async(
+        self,
+        run: _Run,
+        fn: Callable[[], Awaitable[T]],
+        check: Callable[[], T | Awaitable[T | None] | None] | None,
+    ) -> T:
+        async for attempt in run:
+            with attempt:
+                found: T | None = None if check is None else await _resolved(check())
+                if found is not None:
+                    return found
+                result: T = await fn()
+                return result
+        raise run.error
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Use the policy as a decorator (sync or async functions: a coroutine function is
+        retried with :meth:`call_async`)."""
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await self.call_async(fn, *args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> T:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             return self.call(fn, *args, **kwargs)
 
         return wrapper
 
+    # --- decisions -----------------------------------------------------------------------------
+
     def _classified(self, exc: Exception, attempt: int) -> ResilienceError:
+        """``exc`` classified; raised at once when it must not be retried."""
         err = classify(exc, attempt=attempt)
         if err.attempt is None:
             err.attempt = attempt
-        if not isinstance(err, TransientError) or self.attempts == 1:
+        if not isinstance(err, TransientError):
             if err is exc:
                 raise err
             raise err from exc
@@ -154,58 +237,76 @@ class RetryPolicy:
     def _next_delay(self, attempt: int, last: ResilienceError, waited: float) -> float | None:
         if attempt >= self.attempts:
             return None
-        delay = self.delay(attempt, last)
-        if self.max_total is not None and waited + delay > self.max_total:
+        delay = rules.next_delay(
+            own=self._jittered(attempt),
+            retry_after=getattr(last, "retry_after", None),
+            waited=waited,
+            max_total=self.max_total,
+        )
+        if delay is None:
             return None
-        event = RetryEvent(attempt, last, delay)
         log.warning("attempt %d failed (%s); retrying in %.3fs", attempt, last, delay)
         if self.on_retry is not None:
-            self.on_retry(event)
+            try:
+                self.on_retry(RetryEvent(attempt, last, delay))
+            except Exception:
+                log.exception("on_retry %r raised; ignored (the retry goes on)", self.on_retry)
         return delay
-
-    def _retry(
-        self, fn: Callable[[], T], check: Callable[[], T | None] | None, first: ResilienceError
-    ) -> T:
-        last, attempt, waited = first, 1, 0.0
-        while True:
-            delay = self._next_delay(attempt, last, waited)
-            if delay is None:
-                raise last
-            self.clock.sleep(delay)
-            waited += delay
-            attempt += 1
-            if check is not None:
-                found = check()
-                if found is not None:
-                    return found
-            try:
-                return fn()
-            except Exception as exc:
-                last = self._classified(exc, attempt)
-
-    # --- async --------------------------------------------------------------------------------
-
-    async def call_async(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
-        """:meth:`call` for coroutines; waits with ``await``, never blocking the loop."""
-        try:
-            return await fn(*args, **kwargs)
-        except Exception as exc:
-            last = self._classified(exc, 1)
-        attempt, waited = 1, 0.0
-        while True:
-            delay = self._next_delay(attempt, last, waited)
-            if delay is None:
-                raise last
-            await self.clock.sleep_async(delay)
-            waited += delay
-            attempt += 1
-            try:
-                return await fn(*args, **kwargs)
-            except Exception as exc:
-                last = self._classified(exc, attempt)
 
     def __repr__(self) -> str:
         return (
             f"RetryPolicy(attempts={self.attempts}, base_delay={self.base_delay:g}, "
             f"max_delay={self.max_delay:g}, max_total={self.max_total})"
         )
+
+
+async def _resolved(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+class _Run:
+    """One call's retries after its first failure.
+
+    Iterate it (``for`` or ``async for``) to get each further attempt after its wait; use the
+    attempt as a context manager around the call: a transient error is recorded and the loop
+    goes on, a critical one is raised at once. When the policy gives up the iteration ends and
+    :attr:`error` is the last error.
+    """
+
+    def __init__(self, policy: RetryPolicy, first: Exception) -> None:
+        self._policy = policy
+        self.attempt = 1
+        self.waited = 0.0
+        self.error = policy._classified(first, 1)
+
+    def _wait(self) -> float | None:
+        delay = self._policy._next_delay(self.attempt, self.error, self.waited)
+        if delay is not None:
+            self.waited += delay
+            self.attempt += 1
+        return delay
+
+    def __iter__(self) -> Iterator[_Run]:
+        while (delay := self._wait()) is not None:
+            self._policy.clock.sleep(delay)
+            yield self
+
+    async def __aiter__(self) -> AsyncIterator[_Run]:
+        while (delay := self._wait()) is not None:
+            await self._policy.clock.sleep_async(delay)
+            yield self
+
+    def __enter__(self) -> None:
+        """Nothing to set up: the attempt's work is in :meth:`__exit__`."""
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        # An Exception is classified: recorded (and swallowed, so the loop goes on) when
+        # transient, raised at once otherwise. A BaseException passes through untouched.
+        if isinstance(exc, Exception):
+            self.error = self._policy._classified(exc, self.attempt)
+        return isinstance(exc, Exception)

@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 
 from resilient_trading._errors import StateCorruptedError
 from resilient_trading._jsonstore import LockedJsonStore
+from resilient_trading._redact import safe_text
 
 __all__ = ["TypedStore"]
 
@@ -85,9 +86,10 @@ class TypedStore(Generic[T]):
         try:
             return self._decode(data)
         except Exception as exc:  # a validation error of any library: the file no longer fits
+            # Redact before cutting: a cut secret is no longer recognised as one.
             raise StateCorruptedError(
                 f"state file {self._store.path} does not fit {self._model.__name__}: "
-                f"{type(exc).__name__}: {str(exc)[:300]}",
+                f"{type(exc).__name__}: {safe_text(exc, 300)}",
                 path=str(self._store.path),
             ) from exc
 

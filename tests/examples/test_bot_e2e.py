@@ -6,16 +6,18 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import eth_account
 import pytest
 
-from examples.hl_sim import FaultConfig, Simulator
 from examples.hyperliquid_bot.config import load_config
 from examples.hyperliquid_bot.exchange import Gateway
-from resilient_trading import LockedJsonStore
+from examples.hyperliquid_bot.state import open_state
+from examples.hyperliquid_bot.venue import OrderRequest
+from resilient_trading.testing import FaultConfig, Simulator
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "examples" / "hyperliquid_bot" / "config.toml"
@@ -28,7 +30,27 @@ REQUIRED = {
     "http_429",
     "duplicate_orders",
     "state_ok",
+    "address_used",
+    "address_runway_s",
+    "rest_weight_per_min",
+    "ws_reconnects",
+    "ws_stale_periods",
+    "ws_gap_fills",
 }
+
+
+@pytest.fixture
+def gateways() -> Iterator[Callable[[Gateway], Gateway]]:
+    """Gateways to close (their WebSocket feed) when the test ends."""
+    opened: list[Gateway] = []
+
+    def keep(gw: Gateway) -> Gateway:
+        opened.append(gw)
+        return gw
+
+    yield keep
+    for gw in opened:
+        gw.close()
 
 
 def last_json(stdout: str) -> dict[str, Any]:
@@ -64,6 +86,12 @@ def test_demo_under_faults_ends_with_the_invariants(tmp_path: Path) -> None:
     assert result["http_429"] == 0
     assert result["iterations"] > 5
     assert result["cli_runs"] >= 2
+    # The WebSocket faults (a drop, a freeze, an outage with a fill made while cut off).
+    assert result["ws_faults"] == ["drop", "freeze", "outage"]
+    assert result["ws_reconnects"] >= 1 and result["ws_stale_periods"] >= 1
+    assert result["ws_gap_fills"] >= 1  # the fill made during the outage reached the bot
+    assert result["address_used"] >= 1  # updateLeverage at least, counted on address.json
+    assert result["rest_weight_per_min"] < 1200
     assert "[bot] price=" in out.stdout  # status lines a person can follow
 
 
@@ -96,29 +124,23 @@ def test_soak_kill_and_restart_keeps_every_invariant(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_a_lost_response_never_places_the_order_twice(tmp_path: Path) -> None:
+def test_a_lost_response_never_places_the_order_twice(
+    tmp_path: Path, gateways: Callable[[Gateway], Gateway]
+) -> None:
     wallet = eth_account.Account.create()
     faults = FaultConfig()
     config = load_config(CONFIG)
     with Simulator(seed=2, speed=60, faults=faults, accounts={wallet.address: 10_000.0}) as sim:
-        gw = Gateway.connect(config, wallet.key.hex(), sim.base_url, tmp_path)
+        gw = gateways(Gateway.connect(config, wallet.key.hex(), sim.base_url, tmp_path))
         mid = gw.mid("BTC")
         faults.force("lost_response")
-        result = gw.place(
-            "BTC",
-            True,
-            0.01,
-            float(round(mid * 0.5)),
-            {"limit": {"tif": "Gtc"}},
-            False,
-            "0x" + "ab" * 16,
-        )
-        assert result["status"] == "open"  # found by its cloid, not sent again
+        stop = OrderRequest("0x" + "ab" * 16, "BTC", "sl", False, 0.01, float(round(mid * 0.5)))
+        assert gw.reduce(stop).status == "open"  # found by its cloid, not sent again
         counters = sim.snapshot()
         assert counters["faults"]["lost_response"] == 1
         assert counters["orders_placed"] == 1
         assert counters["duplicate_cloids"] == 0
-        assert gw.retries == 1
+        assert gw.retries <= 1  # the lost answer is settled by a lookup, not a resend
 
 
 @pytest.mark.timeout(90)
@@ -153,7 +175,7 @@ def test_private_key_never_appears_in_output_logs_or_files(tmp_path: Path) -> No
     assert bare not in out.stdout + out.stderr
     for path in tmp_path.iterdir():
         assert bare not in path.read_text(errors="replace"), path
-    assert LockedJsonStore(tmp_path / "state.json").read()["counters"]["iterations"] > 0
+    assert open_state(tmp_path / "state.json").read().counters.iterations > 0
 
 
 def test_bot_refuses_to_start_without_a_key_or_url(tmp_path: Path) -> None:
@@ -172,21 +194,21 @@ def test_bot_refuses_to_start_without_a_key_or_url(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_malformed_answers_are_transient_and_never_latch(tmp_path: Path) -> None:
+def test_malformed_answers_are_transient_and_never_latch(
+    tmp_path: Path, gateways: Callable[[Gateway], Gateway]
+) -> None:
     wallet = eth_account.Account.create()
     faults = FaultConfig()
     config = load_config(CONFIG)
     with Simulator(seed=2, speed=60, faults=faults, accounts={wallet.address: 10_000.0}) as sim:
-        gw = Gateway.connect(config, wallet.key.hex(), sim.base_url, tmp_path)
+        gw = gateways(Gateway.connect(config, wallet.key.hex(), sim.base_url, tmp_path))
         mid = gw.mid("BTC")
         cloid = "0x" + "cd" * 16
         faults.force("malformed")  # the order lands, its answer is garbage
-        result = gw.place(
-            "BTC", True, 0.01, float(round(mid * 0.5)), {"limit": {"tif": "Gtc"}}, False, cloid
-        )
-        assert result["status"] == "open"
+        stop = OrderRequest(cloid, "BTC", "sl", False, 0.01, float(round(mid * 0.5)))
+        assert gw.reduce(stop).status == "open"
         faults.force("malformed")
         gw.cancel("BTC", cloid)
-        assert gw.order_status(cloid)["status"] == "canceled"
+        assert gw.order_status(cloid).status == "canceled"
         assert not gw.latched()
         assert sim.snapshot()["duplicate_cloids"] == 0

@@ -1,29 +1,42 @@
 """Shared state in a small file on this host, guarded by an OS file lock.
 
-Built for hot paths (a rate limiter's every acquire): the file descriptor stays open, the lock
-is ``flock`` (released by the kernel when a holder dies, even under ``kill -9``), and the value
-is written in place with one ``pwrite`` padded with spaces to the old length, so a writer
-killed at any instant leaves either the old or the new bytes, never a mix of lengths. It is
-not durable across power loss (no fsync): use it for state that may be lost on a reboot,
-such as a rate window. For state that must survive power loss use
-:class:`~resilient_trading.LockedJsonStore`.
+Built for hot paths (a rate limiter's every acquire): one open descriptor, a ``flock`` on the
+data file itself (a stable inode: the file is never replaced; the kernel releases the lock
+when a holder dies, even under ``kill -9``), and no ``fsync``.
 
+**Crash safety: two checksummed records.** Each value is written as a record (a text header
+with a sequence number, length and CRC-32, then the JSON) at a place that does not overlap
+the current record; a reader takes the valid record with the highest sequence. A writer
+killed mid-write, or a short write on a full disk, leaves a torn *new* record and the
+previous one whole: the next call sees the previous value, as if the failed call never
+happened, which is exactly what its caller was told (the call raised or never returned).
+The file is compacted as it goes (records ping-pong between the start and just after the
+other record) and never holds more than two records and a torn tail.
+
+Why no ``fsync``: the values here are a rate window, a breaker cache or a nonce floor, small
+and rebuilt by the next calls; an ``fsync`` per acquire would cost milliseconds on the hot
+path. After a power loss the file may hold an older record or none that is valid (then
+:class:`StateCorruptedError`: delete the file). For state that must survive power loss use
+:class:`~resilient_trading.LockedJsonStore` (``JsonStoreState``).
+
+Plain JSON files written before this format are read and converted on the next write.
 Not for NFS or other network file systems, nor across machines: use Redis for those.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import dataclasses
 import json
-import math
 import os
-import threading
-from typing import TypeVar
+import re
+import zlib
+from typing import Any, TypeVar
 
+from resilient_trading._atomic import write_all
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
-from resilient_trading._errors import LockTimeoutError, StateCorruptedError
-from resilient_trading._flock import flock_exclusive
+from resilient_trading._errors import CriticalError, StateCorruptedError
+from resilient_trading._proclock import ProcessLock, check_lock_timeout
 from resilient_trading.backends._base import JsonValue, Transition
 
 __all__ = ["FileState"]
@@ -31,6 +44,33 @@ __all__ = ["FileState"]
 T = TypeVar("T")
 
 _MAX_BYTES = 4 * 1024 * 1024
+# JSON text never holds a NUL byte, so a record's start cannot appear inside a payload.
+_MARK = b"\x00RTS1 "
+_HEADER = re.compile(rb"\x00RTS1 ([0-9a-f]{16}) ([0-9a-f]{8}) ([0-9a-f]{8})\n")
+_HEADER_LEN = len(_MARK) + 16 + 1 + 8 + 1 + 8 + 1
+_UNMARK = b"\x00" + b"-" * (len(_MARK) - 1)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Current:
+    """The newest valid value in the file and where its bytes sit."""
+
+    value: JsonValue
+    seq: int
+    offset: int
+    size: int
+    junk_only: bool = False  # no value was ever acknowledged: only torn records, if any
+
+
+def _crc(fields: bytes, payload: bytes) -> int:
+    # The checksum covers the header's sequence number and length too (``fields``): a record
+    # torn into a mix of a new header and an older record's bytes never passes for a value.
+    return zlib.crc32(payload, zlib.crc32(fields))
+
+
+def _record(value_text: bytes, seq: int) -> bytes:
+    fields = b"%016x %08x" % (seq, len(value_text))
+    return b"%s%s %08x\n%s" % (_MARK, fields, _crc(fields, value_text), value_text)
 
 
 class FileState:
@@ -58,39 +98,18 @@ class FileState:
         lock_timeout: float | None = 10.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        self._fd = -1
-        self._thread_lock = threading.Lock()
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
-        if lock_timeout is not None:
-            if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, int | float):
-                raise TypeError(f"lock_timeout must be a number or None, got {lock_timeout!r}")
-            if math.isnan(lock_timeout) or lock_timeout < 0:
-                raise ValueError(f"lock_timeout must be >= 0 or None, got {lock_timeout!r}")
+        self._lock_timeout = check_lock_timeout(lock_timeout)
         self._path = os.fspath(path)
-        self._lock_timeout = lock_timeout
         self._clock = clock
-        self._pid = os.getpid()
-        self._fd = self._open()
-
-    def _open(self) -> int:
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        self._lock = ProcessLock(self._path)
         try:
-            return os.open(self._path, flags, 0o600)
+            self._lock.fd()  # create it now: a bad path fails here, not on the hot path
         except OSError as exc:
             raise OSError(
                 exc.errno, f"cannot open shared state file {self._path}: {exc.strerror}"
             ) from exc
-
-    def _ensure_fd(self) -> int:
-        # After fork the child must not share the parent's open file description: flock
-        # locks belong to the description, so parent and child would not exclude each other.
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            self._fd = self._open()
-        if self._fd < 0:
-            self._fd = self._open()
-        return self._fd
 
     @property
     def location(self) -> str:
@@ -99,68 +118,134 @@ class FileState:
     def time(self) -> float:
         return self._clock.time()
 
-    def _lock(self, fd: int) -> None:
-        if not flock_exclusive(fd, self._lock_timeout):
-            raise LockTimeoutError(
-                f"shared state {self._path} stayed locked for {self._lock_timeout:g}s",
-                lock_path=self._path,
-                timeout=self._lock_timeout,
-            )
+    # --- reading --------------------------------------------------------------------------
 
-    def _load(self, fd: int) -> tuple[JsonValue, int]:
+    def _corrupt(self, what: str) -> StateCorruptedError:
+        return StateCorruptedError(
+            f"shared state {self._path} {what}; it holds only a rate window, a breaker cache "
+            "or a nonce floor: delete it to start afresh",
+            path=self._path,
+        )
+
+    def _parse(self, raw: bytes) -> _Current:
+        """The newest valid record of ``raw`` (a whole file), or its legacy plain JSON.
+
+        JSON text never holds a NUL byte: everything from the first NUL on is records (or a
+        torn one), everything before it is a value from before this format (or nothing).
+        """
+        nul = raw.find(b"\x00")
+        found: list[tuple[int, int, int, int]] = []  # seq, offset, length, crc
+        if nul >= 0:
+            for match in _HEADER.finditer(raw, nul):
+                seq, length, crc = int(match[1], 16), int(match[2], 16), int(match[3], 16)
+                found.append((seq, match.start(), length, crc))
+        starts = [offset for _, offset, _, _ in found]
+        torn_only = True
+        for seq, offset, length, crc in sorted(found, reverse=True):
+            start = offset + _HEADER_LEN
+            payload = raw[start : start + length]
+            fields = raw[offset + len(_MARK) : offset + _HEADER_LEN - 10]
+            if _crc(fields, payload) != crc:
+                # Cut short by a crash or a full disk (the file ends, or a later record
+                # starts, inside it), or damaged from outside (neither).
+                end = start + length
+                cut = len(payload) < length or any(offset < o < end for o in starts)
+                torn_only = torn_only and cut
+                continue
+            try:
+                value = json.loads(payload)
+            except (ValueError, RecursionError) as exc:  # pragma: no cover - crc passed
+                raise self._corrupt("holds a record that does not parse") from exc
+            return _Current(value, seq, offset, _HEADER_LEN + length)
+        # No complete record. A legacy value occupies the whole file (the next record goes
+        # after it); torn records only are junk: the next write starts the file afresh.
+        text = (raw if nul < 0 else raw[:nul]).strip()
+        if not text:
+            if torn_only:  # empty, or only records cut short: nothing was acknowledged
+                return _Current(None, 0, 0, len(raw), junk_only=True)
+            raise self._corrupt("holds no complete record (damaged)")
+        try:
+            return _Current(json.loads(text), 0, 0, len(raw))
+        except (ValueError, RecursionError) as exc:
+            raise self._corrupt(f"does not parse as JSON ({type(exc).__name__})") from exc
+
+    def _read_raw(self, fd: int) -> bytes:
         size = os.fstat(fd).st_size
         if size > _MAX_BYTES:
-            raise StateCorruptedError(
-                f"shared state {self._path} is {size} bytes, more than this backend stores",
-                path=self._path,
-            )
-        raw = os.pread(fd, size, 0) if size else b""
-        text = raw.strip()
-        if not text:
-            return None, size
-        try:
-            return json.loads(text), size
-        except ValueError as exc:
-            raise StateCorruptedError(
-                f"shared state {self._path} does not parse as JSON ({exc}); "
-                "it holds only a rate window or breaker cache: delete it to start afresh",
-                path=self._path,
-            ) from exc
-
-    def transact(self, fn: Transition[T]) -> T:
-        with self._thread_lock:
-            fd = self._ensure_fd()
-            self._lock(fd)
-            try:
-                old, size = self._load(fd)
-                new, result = fn(old, self._clock.time())
-                if new is not old:
-                    data = json.dumps(new, separators=(",", ":"), allow_nan=False).encode()
-                    if len(data) < size:
-                        data += b" " * (size - len(data))
-                    os.pwrite(fd, data, 0)
-                return result
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            raise self._corrupt(f"is {size} bytes, more than this backend stores")
+        return os.pread(fd, size, 0) if size else b""
 
     def read(self) -> JsonValue:
-        with self._thread_lock:
-            fd = self._ensure_fd()
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            try:
-                return self._load(fd)[0]
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+        """The newest value, without the lock (records are never overwritten while current)."""
+        try:
+            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            raw = self._read_raw(fd)
+        finally:
+            os.close(fd)
+        try:
+            return self._parse(raw).value
+        except StateCorruptedError:
+            # Two writes overlapped our read: look again under the lock before blaming the file.
+            return self.transact(lambda old, now: (old, old))
+
+    # --- writing --------------------------------------------------------------------------
+
+    def _write(self, fd: int, current: _Current, value: Any, file_size: int) -> None:
+        try:
+            text = json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+        except RecursionError as exc:
+            raise ValueError(f"cannot store a value nested this deeply in {self._path}") from exc
+        record = _record(text, current.seq + 1)
+        # Never overlap the current record: before it if there is room, else right after it.
+        offset = 0 if current.offset >= len(record) else current.offset + current.size
+        if current.junk_only and file_size:
+            with contextlib.suppress(OSError):  # nothing acknowledged lives here
+                os.ftruncate(fd, 0)
+                offset = file_size = 0
+        try:
+            write_all(fd, record, offset)
+        except OSError as exc:
+            # Unmark what may have landed (a few bytes in place: no new disk block), so a
+            # torn record can never be read, even if all its bytes happened to reach the disk.
+            with contextlib.suppress(OSError):
+                os.pwrite(fd, _UNMARK, offset)
+            raise CriticalError(
+                f"cannot write shared state {self._path}: {exc.strerror or exc}; "
+                "the previous value is kept (is the disk full?)",
+                operation="FileState.transact",
+            ) from exc
+        end = max(offset + len(record), current.offset + current.size)
+        if file_size > end:
+            with contextlib.suppress(OSError):  # only stale records and torn tails lie beyond
+                os.ftruncate(fd, end)
+
+    def transact(self, fn: Transition[T]) -> T:
+        if not self._lock.acquire(self._lock_timeout):
+            raise self._lock.timeout_error(
+                self._lock_timeout, "another process is using this shared state: try again"
+            )
+        pid = os.getpid()
+        try:
+            fd = self._lock.fd()
+            raw = self._read_raw(fd)
+            current = self._parse(raw)
+            new, result = fn(current.value, self._clock.time())
+            if os.getpid() != pid:
+                raise RuntimeError(
+                    f"a forked child cannot finish its parent's transition on {self._path} "
+                    "(it does not hold the lock): nothing was written"
+                )
+            if new is not current.value:
+                self._write(fd, current, new, len(raw))
+            return result
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
-        with self._thread_lock:
-            if self._fd >= 0 and os.getpid() == self._pid:
-                os.close(self._fd)
-            self._fd = -1
-
-    def __del__(self) -> None:
-        with contextlib.suppress(OSError):
-            self.close()
+        self._lock.close()
 
     def __repr__(self) -> str:
         return f"FileState({self._path!r})"

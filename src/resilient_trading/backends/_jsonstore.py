@@ -28,7 +28,8 @@ class JsonStoreState:
         path: The store file (created 0600).
         section: The top-level key grouping values of one kind (``"breakers"``).
         name: This value's key inside the section.
-        lock_timeout: Passed to the :class:`LockedJsonStore`.
+        lock_timeout: Seconds to wait for the store's lock (``None``: forever), passed to the
+            :class:`LockedJsonStore`; a bad value raises at once.
         clock: Time source for transitions.
     """
 
@@ -78,7 +79,7 @@ class JsonStoreState:
         return self._clock.time()
 
     def close(self) -> None:
-        return None
+        self._store.close()
 
     def __repr__(self) -> str:
         return f"JsonStoreState({self.location!r})"

@@ -32,7 +32,17 @@ def _connect(url: str, timeout: float) -> Any:
         raise ImportError(
             "redis_url needs the redis package: pip install 'resilient-trading[redis]'"
         ) from exc
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No hidden retries with backoff: a dead or hung Redis fails within ``timeout`` (a caller's
+    # own timeout, e.g. ``acquire(timeout=1)``, must bound the call, not redis-py's retries).
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 class RedisState:
@@ -42,7 +52,8 @@ class RedisState:
         url: A Redis URL (``redis://host:6379/0``). Credentials in it never appear in messages.
         key: The key holding the value (namespaced by the caller, e.g. ``rt:limiter:default``).
         ttl: Expire the key this many seconds after the last write (``None``: never).
-        socket_timeout: Seconds before a Redis call fails with :class:`NetworkError`.
+        socket_timeout: Seconds before a Redis call (or connecting) fails with
+            :class:`NetworkError`; redis-py's own retries are off, so this bounds each call.
     """
 
     def __init__(

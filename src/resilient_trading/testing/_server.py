@@ -1,5 +1,10 @@
 """The HTTP face of the simulator: Hyperliquid's /info and /exchange, its IP weight budget, its
-nonce and signature rules, and faults injected at the HTTP layer (real resets, real stalls)."""
+nonce and signature rules, and faults injected at the HTTP layer (real resets, real stalls).
+
+Why this module is long: it has one branch per request type the SDK sends (``/info`` and
+``/exchange``), kept beside the weight budget, nonce and signature rules and the fault
+injection that wrap them all.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +20,25 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from examples.hl_sim._engine import COINS, Engine
+from resilient_trading.testing._engine import COINS, Engine
+from resilient_trading.testing._ws import WsHub
 
-__all__ = ["FaultConfig", "Simulator"]
+__all__ = ["EXTRA_FAULT_KINDS", "FAULT_KINDS", "FaultConfig", "Simulator"]
 
+#: The faults :meth:`FaultConfig.uniform` spreads its rate over. ``reset``, ``stall``,
+#: ``http_502`` and ``http_503`` happen before the request is processed; ``malformed`` cuts a
+#: processed answer in half; ``lost_response`` (``/exchange`` only) processes the request, then
+#: resets the connection.
 FAULT_KINDS = ("reset", "stall", "http_502", "http_503", "malformed", "lost_response")
+#: Faults only injected when asked (a rate or :meth:`FaultConfig.force`). ``/exchange`` only:
+#: the request is processed, then the answer stalls until the client times out
+#: (``stall_after``) or becomes a 502 (``http_502_after``). ``orderStatus`` only: a lagging
+#: read that answers ``unknownOid`` whatever the exchange knows (``stale_status``).
+EXTRA_FAULT_KINDS = ("stall_after", "http_502_after", "stale_status")
+_AFTER = frozenset({"lost_response", "stall_after", "http_502_after"})
+#: ``/info`` weights, written from Hyperliquid's docs apart from the preset's table
+#: (``presets/hyperliquid/_weights.py``) on purpose: the simulator is what the preset's
+#: weights are tested against, so it must not read them.
 CHEAP_INFO = {
     "l2Book",
     "allMids",
@@ -29,6 +48,13 @@ CHEAP_INFO = {
     "exchangeStatus",
 }
 PER_20 = {"userFills", "userFillsByTime", "historicalOrders", "fundingHistory", "userFunding"}
+#: Every 422 the exchange sends: ``text/plain``, this body (the API's OpenAPI description of
+#: every endpoint, e.g. nktkas.gitbook.io/hyperliquid-api, "422 Failed to deserialize the JSON
+#: body into the target type, text/plain").
+DESERIALIZE = b"Failed to deserialize the JSON body into the target type"
+#: Hyperliquid refuses a cancel batch over this many (the refusal text is recorded in
+#: issue #14: ``Signed action over weight limit of 200.``).
+MAX_CANCEL_BATCH = 200
 
 
 @dataclass
@@ -41,8 +67,13 @@ class FaultConfig:
     http_503: float = 0.0
     malformed: float = 0.0
     lost_response: float = 0.0  # /exchange only: applied, then the connection is reset
+    stall_after: float = 0.0  # /exchange only: applied, then stalls and resets
+    http_502_after: float = 0.0  # /exchange only: applied, then answered with a 502
+    stale_status: float = 0.0  # orderStatus only: answers unknownOid (a lagging read)
     stall_seconds: float = 3.0
-    _forced: collections.deque[str] = field(default_factory=collections.deque, repr=False)
+    _forced: collections.deque[tuple[str, str | None]] = field(
+        default_factory=collections.deque, repr=False
+    )
 
     @classmethod
     def uniform(cls, rate: float, **kwargs: Any) -> FaultConfig:
@@ -53,11 +84,23 @@ class FaultConfig:
             setattr(config, kind, share)
         return config
 
-    def force(self, kind: str, count: int = 1) -> None:
-        """Make the next ``count`` eligible requests suffer ``kind`` (for deterministic tests)."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"kind must be one of {FAULT_KINDS}")
-        self._forced.extend([kind] * count)
+    def force(self, kind: str, count: int = 1, *, only: str | None = None) -> None:
+        """Make the next ``count`` eligible requests suffer ``kind`` (for deterministic tests).
+
+        Each request takes the first forced fault it is eligible for, in the order forced.
+
+        ``only`` narrows which requests are eligible: a path (``"/exchange"``, ``"/info"``),
+        an ``/exchange`` action type (``"order"``, ``"cancel"``, ``"cancelByCloid"``,
+        ``"batchModify"``, ``"updateLeverage"``) or an ``/info`` request type
+        (``"orderStatus"``, ``"allMids"``...).
+        """
+        if kind not in FAULT_KINDS and kind not in EXTRA_FAULT_KINDS:
+            raise ValueError(f"kind must be one of {FAULT_KINDS + EXTRA_FAULT_KINDS}")
+        self._forced.extend([(kind, only)] * count)
+
+    def pending(self) -> int:
+        """How many forced faults have not been injected yet."""
+        return len(self._forced)
 
 
 def info_weight(request: dict[str, Any]) -> int:
@@ -106,6 +149,12 @@ class Simulator:
         budget: IP weight budget per ``window`` seconds (Hyperliquid: 1200 per 60).
         clock: Time source (tests may pass a fake).
         port: 0 picks a free port.
+        address_buffer: The address budget's initial buffer (Hyperliquid: 10,000 actions, plus
+            one per USDC traded); a small one lets a test reach the cap in seconds.
+        schedule_cancel_volume: Lifetime volume (USDC) an address needs before
+            ``scheduleCancel`` is accepted (Hyperliquid: 1,000,000; 0 accepts it at once).
+        max_open_orders: Open orders per address (Hyperliquid: 1000).
+        order_retention: Orders per address ``orderStatus`` remembers (Hyperliquid: ~2000).
     """
 
     def __init__(
@@ -120,11 +169,23 @@ class Simulator:
         window: float = 60.0,
         clock: Callable[[], float] = time.time,
         port: int = 0,
+        address_buffer: int = 10_000,
+        schedule_cancel_volume: float = 1_000_000.0,
+        max_open_orders: int = 1000,
+        order_retention: int = 2000,
     ) -> None:
         self.faults = faults or FaultConfig()
         self.engine = Engine(
-            seed=seed, speed=speed, clock=clock, accounts=accounts, auto_fund=auto_fund
+            seed=seed,
+            speed=speed,
+            clock=clock,
+            accounts=accounts,
+            auto_fund=auto_fund,
+            address_buffer=address_buffer,
+            max_open_orders=max_open_orders,
+            order_retention=order_retention,
         )
+        self.engine.schedule_volume = schedule_cancel_volume
         self.budget = _Budget(budget, window, clock)
         self.clock = clock
         self._rng = random.Random(f"faults:{seed}")
@@ -133,11 +194,13 @@ class Simulator:
             "requests": 0,
             "weight": 0,
             "http_429": 0,
-            "faults": dict.fromkeys(FAULT_KINDS, 0),
+            "faults": dict.fromkeys(FAULT_KINDS + EXTRA_FAULT_KINDS, 0),
             "bad_signatures": 0,
             "bad_nonces": 0,
         }
         self._stop = threading.Event()
+        #: The WebSocket face at ``/ws`` (same port) and its fault controls (testing/_ws.py).
+        self.ws = WsHub(self)
         self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -157,6 +220,7 @@ class Simulator:
 
     def stop(self) -> None:
         self._stop.set()
+        self.ws.close()
         self._server.shutdown()
         self._server.server_close()
 
@@ -165,6 +229,15 @@ class Simulator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def credit_volume(self, address: str, usd: float) -> None:
+        """Add ``usd`` of traded volume to ``address`` (its address budget and its right to
+        ``scheduleCancel`` grow with it), as if it had traded."""
+        with self.engine.lock:
+            acct = self.engine.account(address, create=True)
+            if acct is None:
+                raise ValueError(f"unknown address {address} (pass accounts= or auto_fund=)")
+            acct.cum_vlm += usd
 
     def snapshot(self) -> dict[str, Any]:
         """All counters: requests, weight, 429s, faults by kind, orders, duplicate cloids."""
@@ -176,21 +249,28 @@ class Simulator:
 
     # --- request handling ---------------------------------------------------------------------
 
-    def _pick_fault(self, path: str) -> str | None:
+    def _pick_fault(self, path: str, body: bytes = b"") -> str | None:
         with self._lock:
-            eligible = [k for k in FAULT_KINDS if k != "lost_response" or path == "/exchange"]
-            if self.faults._forced and self.faults._forced[0] in eligible:
-                kind = self.faults._forced.popleft()
-            else:
+            kinds = FAULT_KINDS + EXTRA_FAULT_KINDS
+            request_type = _request_type(body)
+            eligible = [k for k in kinds if k not in _AFTER or path == "/exchange"]
+            if request_type != "orderStatus":
+                eligible = [k for k in eligible if k != "stale_status"]
+            kind: str | None = None
+            for position, (forced, only) in enumerate(self.faults._forced):
+                if forced in eligible and (only is None or only in (path, request_type)):
+                    kind = forced
+                    del self.faults._forced[position]
+                    break
+            if kind is None:
                 roll = self._rng.random()
-                kind = None
                 for k in eligible:
                     roll -= getattr(self.faults, k)
                     if roll < 0:
                         kind = k
                         break
             if kind:
-                self.counters["faults"][kind] += 1
+                self.counters["faults"][kind] = self.counters["faults"].get(kind, 0) + 1
             return kind
 
     def handle(self, path: str, ip: str, body: bytes) -> tuple[int, Any]:
@@ -198,12 +278,9 @@ class Simulator:
         try:
             request = json.loads(body or b"{}")
         except ValueError:
-            return 422, {
-                "code": 422,
-                "msg": "Failed to deserialize the JSON body into the target type",
-            }
+            return 422, DESERIALIZE
         if not isinstance(request, dict):
-            return 422, {"code": 422, "msg": "Failed to deserialize the JSON body"}
+            return 422, DESERIALIZE
         if path == "/info" and request.get("type") == "simCounters":
             return 200, self.snapshot()
         if path == "/info" and request.get("type") == "simFreeze":
@@ -214,7 +291,9 @@ class Simulator:
             weight = info_weight(request)
         elif path == "/exchange":
             action = request.get("action") or {}
-            batch = action.get("orders") or action.get("cancels") or [None]
+            batch = (
+                action.get("orders") or action.get("cancels") or action.get("modifies") or [None]
+            )
             weight = 1 + len(batch) // 40
         else:
             return 404, {"code": 404, "msg": "Not Found"}
@@ -277,7 +356,7 @@ class Simulator:
                     coin, str(inner.get("interval")), int(inner["startTime"]), int(inner["endTime"])
                 )
             except (KeyError, ValueError, TypeError):
-                return 422, {"code": 422, "msg": "Failed to deserialize the JSON body"}
+                return 422, DESERIALIZE
         if kind == "clearinghouseState":
             return 200, eng.clearinghouse(eng.account(user))
         if kind in ("openOrders", "frontendOpenOrders"):
@@ -287,12 +366,14 @@ class Simulator:
         if kind == "orderStatus":
             ref = req.get("oid")
             if not isinstance(ref, int | str):
-                return 422, {"code": 422, "msg": "Failed to deserialize the JSON body"}
+                return 422, DESERIALIZE
             return 200, eng.order_status(user, ref)
+        if kind == "userRateLimit":
+            return 200, eng.rate_limit(eng.account(user))
         if kind in ("userFills", "userFillsByTime"):
             acct = eng.account(user)
             return 200, list(reversed(acct.fills[-2000:])) if acct else []
-        return 422, {"code": 422, "msg": f"Unknown info type {kind}"}
+        return 422, DESERIALIZE
 
     def _exchange(self, req: dict[str, Any]) -> tuple[int, Any]:
         from hyperliquid.utils.signing import recover_agent_or_user_from_l1_action
@@ -306,12 +387,15 @@ class Simulator:
             or not isinstance(nonce, int)
             or not isinstance(signature, dict)
         ):
-            return 422, {"code": 422, "msg": "Failed to deserialize the JSON body"}
+            return 422, DESERIALIZE
+        kind = action.get("type")
+        if kind not in _ACTIONS:
+            return 422, DESERIALIZE  # the exchange parses actions into a closed set of types
         try:
             signer = recover_agent_or_user_from_l1_action(
                 action, signature, req.get("vaultAddress"), nonce, req.get("expiresAfter"), False
             ).lower()
-        except Exception:  # a malformed signature: the real exchange answers the same way
+        except Exception:  # a malformed signature (text unverified: see simulator.md)
             with self._lock:
                 self.counters["bad_signatures"] += 1
             return 200, {"status": "err", "response": "Invalid signature"}
@@ -319,11 +403,21 @@ class Simulator:
         if acct is None:
             with self._lock:
                 self.counters["bad_signatures"] += 1
-            return 200, {
+            return 200, {  # recorded from the exchange (sonirico/go-hyperliquid#76)
                 "status": "err",
                 "response": f"User or API Wallet {signer} does not exist.",
             }
         now_ms = int(self.clock() * 1000)
+        expires = req.get("expiresAfter")
+        if isinstance(expires, int) and expires < now_ms:
+            # Unverified text (docs/howto/simulator.md lists it); the rule is the docs':
+            # an action signed with expiresAfter is rejected once that time has passed.
+            return 200, {
+                "status": "err",
+                "response": f"Action already expired: expiresAfter {expires} < now {now_ms}.",
+            }
+        # The nonce texts below are unverified (simulator.md); the rules are the docs' (unique
+        # per signer, within (now - 2 days, now + 1 day), above the smallest of the last 100).
         if nonce in acct.nonces:
             with self._lock:
                 self.counters["bad_nonces"] += 1
@@ -344,13 +438,22 @@ class Simulator:
                 }
             acct.nonces.discard(smallest)
         acct.nonces.add(nonce)
-        kind = action.get("type")
+        batch = action.get("orders") or action.get("cancels") or action.get("modifies")
+        n = len(batch) if isinstance(batch, list) and batch else 1
+        is_cancel = kind in ("cancel", "cancelByCloid")
+        if is_cancel and n > MAX_CANCEL_BATCH:
+            return 200, {"status": "err", "response": "Signed action over weight limit of 200."}
+        refusal = eng.charge_address(acct, n, cancel=is_cancel)
+        if refusal is not None:
+            return 200, {"status": "err", "response": refusal}
+        if kind == "scheduleCancel":
+            problem = eng.schedule_cancel(acct, action.get("time"))
+            if problem is not None:
+                return 200, {"status": "err", "response": problem}
+            return 200, {"status": "ok", "response": {"type": "default"}}
         if kind == "order":
             statuses = [eng.place(signer, wire) for wire in action.get("orders", [])]
-            return 200, {
-                "status": "ok",
-                "response": {"type": "order", "data": {"statuses": statuses}},
-            }
+            return 200, _statuses("order", statuses)
         if kind in ("cancel", "cancelByCloid"):
             statuses = []
             for item in action.get("cancels", []):
@@ -358,10 +461,17 @@ class Simulator:
                     statuses.append(eng.cancel(signer, item.get("a"), item.get("o"), None))
                 else:
                     statuses.append(eng.cancel(signer, item.get("asset"), None, item.get("cloid")))
-            return 200, {
-                "status": "ok",
-                "response": {"type": "cancel", "data": {"statuses": statuses}},
-            }
+            return 200, _statuses("cancel", statuses)
+        if kind == "batchModify":
+            statuses = [
+                eng.modify(signer, item.get("oid"), item.get("order") or {})
+                if isinstance(item, dict)
+                else {"error": "Invalid modify"}
+                for item in action.get("modifies", [])
+            ]
+            return 200, _statuses("order", statuses)
+        if kind == "setReferrer":
+            return 200, {"status": "ok", "response": {"type": "default"}}
         if kind == "updateLeverage":
             asset = action.get("asset")
             lev = action.get("leverage")
@@ -374,7 +484,7 @@ class Simulator:
                 return 200, {"status": "err", "response": "Invalid leverage value"}
             acct.leverage[COINS[asset].name] = lev
             return 200, {"status": "ok", "response": {"type": "default"}}
-        return 200, {"status": "err", "response": f"Unknown action type {kind}"}
+        return 422, DESERIALIZE  # not reached: _ACTIONS lists only the types handled above
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         sim = self
@@ -401,11 +511,19 @@ class Simulator:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_GET(self) -> None:
+                if (
+                    self.path.split("?")[0] == "/ws"
+                    and "websocket" in str(self.headers.get("Upgrade", "")).lower()
+                ):
+                    return sim.ws.serve(self)
+                return self._send(404, b'{"code": 404, "msg": "Not Found"}')
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 is_counters = b"simCounters" in body or b"simFreeze" in body
-                fault = None if is_counters else sim._pick_fault(self.path)
+                fault = None if is_counters else sim._pick_fault(self.path, body)
                 if fault == "reset":
                     return self._reset()
                 if fault == "stall":
@@ -417,9 +535,18 @@ class Simulator:
                         code, f"<html><body><h1>{code}</h1></body></html>".encode(), "text/html"
                     )
                 status, answer = sim.handle(self.path, self.client_address[0], body)
+                if fault == "stale_status" and status == 200:
+                    answer = {"status": "unknownOid"}
                 if fault == "lost_response" and self.path == "/exchange":
                     return self._reset()
-                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+                if fault == "stall_after" and self.path == "/exchange":
+                    sim._stop.wait(sim.faults.stall_seconds)
+                    return self._reset()
+                if fault == "http_502_after" and self.path == "/exchange":
+                    return self._send(502, b"<html><body><h1>502</h1></body></html>", "text/html")
+                if isinstance(answer, bytes):  # the exchange's 422s are text/plain
+                    return self._send(status, answer, "text/plain; charset=utf-8")
+                data = json.dumps(answer).encode()
                 if fault == "malformed" and status == 200:
                     data = data[: max(1, len(data) // 2)]
                 self._send(status, data)
@@ -427,7 +554,38 @@ class Simulator:
         return Handler
 
 
+_ACTIONS = frozenset(
+    {
+        "order",
+        "cancel",
+        "cancelByCloid",
+        "batchModify",
+        "setReferrer",
+        "updateLeverage",
+        "scheduleCancel",
+    }
+)
+
+
+def _statuses(answer_type: str, statuses: list[Any]) -> dict[str, Any]:
+    """An accepted action's answer: one status per item."""
+    return {"status": "ok", "response": {"type": answer_type, "data": {"statuses": statuses}}}
+
+
+def _request_type(body: bytes) -> str | None:
+    """The ``/info`` type or ``/exchange`` action type of a request body, if readable."""
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return None
+    if not isinstance(request, dict):
+        return None
+    action = request.get("action")
+    kind = action.get("type") if isinstance(action, dict) else request.get("type")
+    return kind if isinstance(kind, str) else None
+
+
 def _num(x: float) -> str:
-    from examples.hl_sim._engine import fmt
+    from resilient_trading.testing._engine import fmt
 
     return fmt(x)

@@ -2,6 +2,10 @@
 
 Everything here is deterministic under a seed: prices are a seeded random walk indexed by
 simulated minute, so the same seed and the same requests give the same prices and fills.
+
+Why this module is long: matching, margin, the ledger and the address budget read and change
+each other's state under one lock (a fill moves a position, the margin, the fees and the
+budget at once), and a reader checks them against Hyperliquid's rules side by side.
 """
 
 from __future__ import annotations
@@ -19,6 +23,22 @@ __all__ = ["COINS", "CoinSpec", "Engine"]
 TAKER_FEE = 0.00035
 MIN_NOTIONAL = 10.0
 DAY_MS = 86_400_000
+#: Hyperliquid's address budget ("Rate limits and user limits", hyperliquid-docs gitbook):
+#: 10,000 requests to start, one more per USDC traded; cancels may go on to
+#: ``min(cap + 100000, 2 * cap)``; over the cap, one request per 10 s.
+ADDRESS_BUFFER = 10_000
+CANCEL_HEADROOM = 100_000
+THROTTLED_EVERY_MS = 10_000
+#: ``scheduleCancel``: at least 5 s ahead, at most 10 triggers per UTC day, and refused below
+#: $1,000,000 of lifetime volume (the SDK's ``Exchange.schedule_cancel`` docstring; the
+#: volume rule from the refusal text recorded in issue #14).
+SCHEDULE_MIN_AHEAD_MS = 5_000
+SCHEDULE_TRIGGERS_PER_DAY = 10
+SCHEDULE_VOLUME = 1_000_000.0
+#: Open orders per address (1000, more with volume: docs, "Rate limits and user limits").
+MAX_OPEN_ORDERS = 1000
+#: How many orders ``orderStatus`` remembers per address (about 2000 on the exchange).
+ORDER_RETENTION = 2000
 
 
 @dataclass(frozen=True)
@@ -159,6 +179,12 @@ class Account:
     fills: list[dict[str, Any]] = field(default_factory=list)
     nonces: set[int] = field(default_factory=set)
     cloids: set[str] = field(default_factory=set)
+    cum_vlm: float = 0.0  # USDC traded, lifetime (the address budget grows with it)
+    n_requests: int = 0  # actions counted against the address budget
+    last_throttled_ms: int = -THROTTLED_EVERY_MS
+    scheduled_cancel_ms: int | None = None
+    triggers: dict[int, int] = field(default_factory=dict)  # UTC day -> scheduleCancel fires
+    history: list[int] = field(default_factory=list)  # oids, oldest first (orderStatus memory)
 
 
 class Engine:
@@ -172,6 +198,9 @@ class Engine:
         clock: Callable[[], float],
         accounts: dict[str, float] | None,
         auto_fund: float | None,
+        address_buffer: int = ADDRESS_BUFFER,
+        max_open_orders: int = MAX_OPEN_ORDERS,
+        order_retention: int = ORDER_RETENTION,
     ) -> None:
         self.lock = threading.RLock()
         self._clock = clock
@@ -185,6 +214,10 @@ class Engine:
             a.lower(): Account(a.lower(), float(v)) for a, v in (accounts or {}).items()
         }
         self.auto_fund = auto_fund
+        self.address_buffer = address_buffer
+        self.max_open_orders = max_open_orders
+        self.order_retention = order_retention
+        self.schedule_volume = SCHEDULE_VOLUME
         self.orders: dict[int, Order] = {}
         self.by_cloid: dict[tuple[str, str], int] = {}
         self.next_oid = 1_000_000
@@ -195,6 +228,8 @@ class Engine:
             "duplicate_cloids": 0,
             "rejected_orders": 0,
             "cancels": 0,
+            "address_refusals": 0,
+            "scheduled_cancels_fired": 0,
         }
 
     # --- time and prices ----------------------------------------------------------------------
@@ -206,6 +241,10 @@ class Engine:
         """Stop the market's clock: prices, candles and triggers stand still."""
         if self.frozen_at is None:
             self.frozen_at = self._clock()
+
+    def wall_ms(self) -> int:
+        """The exchange's real time in ms (nonces, ``expiresAfter``, ``scheduleCancel``)."""
+        return int(self._clock() * 1000)
 
     def sim_minutes(self) -> float:
         return (self.clock() - self.start) * self.speed / 60.0
@@ -366,6 +405,7 @@ class Engine:
         pos.szi = round(pos.szi, self.coins[order.coin].sz_decimals)
         fee = px * sz * TAKER_FEE
         acct.cash += closed_pnl - fee
+        acct.cum_vlm += px * sz
         pos.realized += closed_pnl
         direction = (
             "Open " if closed_pnl == 0 and (start == 0 or (start > 0) == (signed > 0)) else "Close "
@@ -394,14 +434,34 @@ class Engine:
         return fill
 
     def sweep(self) -> None:
-        """Fill resting limit orders the price crossed and fire triggers (called per request)."""
+        """Fire due scheduled cancels, fill resting limit orders the price crossed and fire
+        triggers (called per request)."""
+        now = self.wall_ms()
+        for acct in self.accounts.values():
+            if acct.scheduled_cancel_ms is not None and now >= acct.scheduled_cancel_ms:
+                acct.scheduled_cancel_ms = None
+                day = now // DAY_MS
+                acct.triggers[day] = acct.triggers.get(day, 0) + 1
+                self.counters["scheduled_cancels_fired"] += 1
+                for order in self.orders.values():
+                    if order.user == acct.address and order.status == "open":
+                        self._close(order, "scheduledCancel")
+                        self.counters["cancels"] += 1
         for order in list(self.orders.values()):
             if order.status != "open":
                 continue
             mid = self.mid(order.coin)
             if order.kind == "limit":
                 if (order.is_buy and mid <= order.px) or (not order.is_buy and mid >= order.px):
-                    self._fill(order, order.px, order.sz, crossed=False)
+                    size = order.sz
+                    if order.reduce_only:  # never flips: shrinks to the position, or cancels
+                        pos = self.accounts[order.user].positions.get(order.coin, Position())
+                        size = min(size, max(0.0, -pos.szi if order.is_buy else pos.szi))
+                        size = round(size, self.coins[order.coin].sz_decimals)
+                        if size <= 0:
+                            self._close(order, "reduceOnlyCanceled")
+                            continue
+                    self._fill(order, order.px, size, crossed=False)
                     self._close(order, "filled")
                 continue
             trig = order.trigger_px or 0.0
@@ -426,6 +486,16 @@ class Engine:
         order.status_ts = self.sim_ms()
 
     # --- actions ------------------------------------------------------------------------------
+
+    # Where the per-order error texts come from (docs/howto/simulator.md lists the rest as
+    # unverified): Hyperliquid's docs, "Error responses"
+    # (hyperliquid.gitbook.io/hyperliquid-docs/for-developers/api/error-responses): "Price
+    # must be divisible by tick size.", "Order must have minimum value of $10.", "Insufficient
+    # margin to place order.", "Reduce only order would increase position.", "Post only order
+    # would have immediately matched, bbo was {bbo}.", "Order could not immediately match
+    # against any resting orders.". The " asset=N" suffix, the cancel and modify texts,
+    # "Invalid asset", "Duplicate cloid", "Too many open orders" and the size texts are
+    # unverified.
 
     def place(self, user: str, wire: dict[str, Any]) -> dict[str, Any]:
         """One order wire (``a``, ``b``, ``p``, ``s``, ``r``, ``t``, ``c``) → its status."""
@@ -457,13 +527,19 @@ class Engine:
         if not valid_px(px, spec.sz_decimals) or not valid_px(check_px, spec.sz_decimals):
             return {"error": f"Price must be divisible by tick size. asset={asset}"}
         mid = self.mid(coin)
-        if sz * (check_px if trigger else px) < MIN_NOTIONAL and not reduce_only:
-            return {"error": f"Order must have minimum value of ${MIN_NOTIONAL:.0f}. asset={asset}"}
         pos = acct.positions.get(coin, Position())
+        reducible = round(max(0.0, -pos.szi if is_buy else pos.szi), spec.sz_decimals)
         if reduce_only and not trigger:
-            reducible = -pos.szi if is_buy else pos.szi
             if reducible <= 0:
                 return {"error": f"Reduce only order would increase position. asset={asset}"}
+            sz = min(sz, reducible)  # the exchange shrinks it to the position: never flips
+        # Only a reduce-only order closing the whole position is exempt from the minimum.
+        full_close = reduce_only and reducible > 0 and sz >= reducible
+        if sz * (check_px if trigger else px) < MIN_NOTIONAL and not full_close:
+            return {"error": f"Order must have minimum value of ${MIN_NOTIONAL:.0f}. asset={asset}"}
+        if self.open_count(user) >= self.max_open_orders:
+            # Unverified text (docs/howto/simulator.md lists it).
+            return {"error": f"Too many open orders (max {self.max_open_orders}). asset={asset}"}
         if not reduce_only:
             need = sz * (px if limit else check_px) / self.leverage(acct, coin)
             free = self.account_value(acct) - self.margin_used(acct)
@@ -503,6 +579,7 @@ class Engine:
         if cloid:
             acct.cloids.add(cloid)
             self.by_cloid[(user, cloid)] = order.oid
+        self._remember(acct, order)
         self.counters["orders_placed"] += 1
         resting: dict[str, Any] = {"oid": order.oid}
         if cloid:
@@ -514,6 +591,83 @@ class Engine:
             self._close(order, "filled")
             return {"filled": {"totalSz": fmt(sz), "avgPx": fmt(fill_px), **resting}}
         return {"resting": resting}
+
+    def open_count(self, user: str) -> int:
+        return sum(1 for o in self.orders.values() if o.user == user and o.status == "open")
+
+    def _remember(self, acct: Account, order: Order) -> None:
+        """Keep about ``order_retention`` orders per address for ``orderStatus``: the oldest
+        closed ones are forgotten (``unknownOid``), as the exchange forgets them."""
+        acct.history.append(order.oid)
+        while len(acct.history) > self.order_retention:
+            oldest = self.orders.get(acct.history[0])
+            if oldest is not None and oldest.status == "open":
+                break
+            acct.history.pop(0)
+            if oldest is not None:
+                del self.orders[oldest.oid]
+                if oldest.cloid:
+                    self.by_cloid.pop((acct.address, oldest.cloid), None)
+
+    # --- the address budget and the dead man's switch -----------------------------------------
+
+    def requests_cap(self, acct: Account) -> int:
+        return self.address_buffer + int(acct.cum_vlm)
+
+    def charge_address(self, acct: Account, n: int, *, cancel: bool) -> str | None:
+        """Count an action of ``n`` requests; the refusal text when over the budget."""
+        cap = self.requests_cap(acct)
+        limit = min(cap + CANCEL_HEADROOM, 2 * cap) if cancel else cap
+        now = self.wall_ms()
+        if acct.n_requests + n > limit:
+            if now - acct.last_throttled_ms < THROTTLED_EVERY_MS:
+                self.counters["address_refusals"] += 1
+                # Recorded from the exchange (issue #14); the real text goes on after the
+                # volume with advice this simulator leaves out.
+                return (
+                    f"Too many cumulative requests sent ({acct.n_requests + n} > {limit}) "
+                    f"for cumulative volume traded ${acct.cum_vlm:.2f}."
+                )
+            acct.last_throttled_ms = now  # over the cap: one request per 10 s goes through
+        acct.n_requests += n
+        return None
+
+    def rate_limit(self, acct: Account | None) -> dict[str, Any]:
+        """``userRateLimit``: ``{cumVlm, nRequestsUsed, nRequestsCap, nRequestsSurplus}``."""
+        if acct is None:
+            return {
+                "cumVlm": "0.0",
+                "nRequestsUsed": 0,
+                "nRequestsCap": self.address_buffer,
+                "nRequestsSurplus": 0,
+            }
+        return {
+            "cumVlm": fmt(round(acct.cum_vlm, 6)),
+            "nRequestsUsed": acct.n_requests,
+            "nRequestsCap": self.requests_cap(acct),
+            "nRequestsSurplus": 0,
+        }
+
+    def schedule_cancel(self, acct: Account, when: Any) -> str | None:
+        """Arm (``when`` in ms) or disarm (``None``) the dead man's switch; the refusal text."""
+        if acct.cum_vlm < self.schedule_volume:
+            # Recorded from the exchange (issue #14).
+            return (
+                "Cannot set scheduled cancel time until enough volume traded. "
+                f"Required: ${self.schedule_volume:.0f}. Traded: ${acct.cum_vlm:.2f}."
+            )
+        if when is None:
+            acct.scheduled_cancel_ms = None
+            return None
+        now = self.wall_ms()
+        if not isinstance(when, int) or when < now + SCHEDULE_MIN_AHEAD_MS:
+            # Unverified text: the rule is the SDK's docstring, the words are ours.
+            return "Scheduled cancel time must be at least 5 seconds in the future."
+        if acct.triggers.get(now // DAY_MS, 0) >= SCHEDULE_TRIGGERS_PER_DAY:
+            # Unverified text: the rule is the SDK's docstring, the words are ours.
+            return "Scheduled cancel already triggered 10 times today (resets at 00:00 UTC)."
+        acct.scheduled_cancel_ms = when
+        return None
 
     def cancel(self, user: str, asset: int, oid: int | None, cloid: str | None) -> Any:
         if cloid is not None:
@@ -529,6 +683,27 @@ class Engine:
         self._close(order, "canceled")
         self.counters["cancels"] += 1
         return "success"
+
+    def modify(self, user: str, ref: Any, wire: dict[str, Any]) -> dict[str, Any]:
+        """Replace the open order ``ref`` (an oid, or a cloid) by ``wire``: the old order is
+        cancelled and a new one placed (a new oid; its own cloid, which may be the old one)."""
+        oid = self.by_cloid.get((user, ref)) if isinstance(ref, str) else ref
+        order = self.orders.get(oid) if isinstance(oid, int) else None
+        if order is None or order.user != user or order.status != "open":
+            return {"error": "Cannot modify canceled or filled order"}
+        acct = self.accounts[user]
+        self._close(order, "canceled")
+        reused = order.cloid if order.cloid is not None and wire.get("c") == order.cloid else None
+        if reused is not None:
+            acct.cloids.discard(reused)
+        status = self.place(user, wire)
+        if "error" in status:
+            order.status = "open"  # the replacement was refused: the old order stays
+            if reused is not None:
+                acct.cloids.add(reused)
+        else:
+            self.counters["modifies"] = self.counters.get("modifies", 0) + 1
+        return status
 
     def order_status(self, user: str, ref: int | str) -> dict[str, Any]:
         oid = self.by_cloid.get((user, ref)) if isinstance(ref, str) else ref

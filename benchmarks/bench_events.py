@@ -1,0 +1,134 @@
+"""What events cost a guarded call (issue #17: within 1.5x of the bare guarded call).
+
+The guarded call is the stack of bench_breaker.py (CircuitBreaker + RetryPolicy + in-process
+RateLimiter around a successful call). It is measured bare (nobody listens) and with an
+event listener, an EventMetrics listener and the Prometheus exporter attached (breaker
+events through BreakerEvents, retries through retry_events, the fleet exporter serving on
+127.0.0.1), and once more with an event on every success (the worst case: one event built
+and delivered per call). Best of N rounds, the configurations alternating within each round,
+so a busy machine slows them alike. Also: an emitting site while nobody listens, and one
+event built and delivered to EventMetrics.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from prometheus_client import CollectorRegistry
+
+from resilient_trading import (
+    BreakerEvents,
+    CircuitBreaker,
+    EventMetrics,
+    RateLimit,
+    RateLimiter,
+    RetryPolicy,
+    StoreEvent,
+    add_listener,
+    emit,
+    retry_events,
+)
+from resilient_trading._events import listening
+from resilient_trading._metrics import serve
+
+BIG = 10_000_000
+N = 20_000
+ROUNDS = 7
+TARGET = 1.5
+
+
+def per_op(fn: Callable[[], object], n: int = N) -> float:
+    for _ in range(500):
+        fn()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
+def work() -> int:
+    return 1
+
+
+def guarded(*, events: bool, successes: bool = False) -> Callable[[], int]:
+    """The bench_breaker.py stack; with ``events``, its breaker and retry publish events."""
+    listeners = [BreakerEvents(successes=successes)] if events else []
+    breaker = CircuitBreaker(fail_max=5, reset_timeout=30.0, listeners=listeners)
+    retry = RetryPolicy(attempts=5, on_retry=retry_events("work") if events else None)
+    limiter = RateLimiter(RateLimit(BIG, 60.0))
+
+    def attempt() -> int:
+        limiter.acquire(1)
+        return work()
+
+    def call() -> int:
+        return int(breaker.call(retry.call, attempt))
+
+    return call
+
+
+def main() -> None:
+    bare_call = guarded(events=False)
+    evented_call = guarded(events=True)
+    every_call = guarded(events=True, successes=True)
+    registry = CollectorRegistry()
+    seen = [0]
+
+    def count(event: object) -> None:
+        seen[0] += 1
+
+    best = {"bare": float("inf"), "evented": float("inf"), "every": float("inf")}
+    quiet_site = float("inf")
+    with tempfile.TemporaryDirectory() as state_dir:
+        server = serve("127.0.0.1", 0, state_dir=state_dir, registry=registry)
+        metrics = EventMetrics(registry)
+        event = StoreEvent(kind="commit", path="/srv/bot/state.json", generation=1)
+
+        def site() -> None:  # what every emitting site does
+            if listening():
+                emit(event)
+
+        try:
+            for _ in range(ROUNDS):
+                assert not listening()
+                best["bare"] = min(best["bare"], per_op(bare_call))
+                quiet_site = min(quiet_site, per_op(site))
+                removers = [add_listener(count), add_listener(metrics)]
+                try:
+                    best["evented"] = min(best["evented"], per_op(evented_call))
+                    best["every"] = min(best["every"], per_op(every_call))
+                    delivered = per_op(lambda: emit(StoreEvent("commit", "/s.json", 1)))
+                finally:
+                    for remove in removers:
+                        remove()
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    bare = best["bare"]
+    print(
+        f"{'guarded successful call (best of ' + str(ROUNDS) + ')':58} {'time':>10} {'vs bare':>8}"
+    )
+    for name, value in [
+        ("bare: breaker + retry + limiter, nobody listening", bare),
+        ("with a listener + EventMetrics + exporter attached", best["evented"]),
+        ("same, and an event on every success (worst case)", best["every"]),
+    ]:
+        print(f"{name:58} {value * 1e6:8.2f}us {value / bare:7.2f}x")
+    print(f"{'an emitting site, nobody listening':58} {quiet_site * 1e9:8.0f}ns")
+    print(
+        f"{'one event built, delivered to 2 listeners (EventMetrics)':58} {delivered * 1e6:8.2f}us"
+    )
+    ratio = best["evented"] / bare
+    verdict = "within" if ratio <= TARGET else "OVER"
+    print(f"overhead with events attached: {ratio:.2f}x ({verdict} the {TARGET}x target)")
+
+
+if __name__ == "__main__":
+    main()

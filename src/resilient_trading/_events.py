@@ -1,0 +1,394 @@
+"""Typed events and one small listener API, for metrics, alerts and your own logs.
+
+Every event is a frozen dataclass carrying only redacted text
+(:func:`~resilient_trading.safe_text`): no key, token or signature reaches a listener. Register a
+listener with :func:`add_listener` and it is called with each event :func:`emit` publishes; a
+listener that raises is logged and ignored, never propagated: it cannot change the outcome of
+the call it observes. Listeners run in the emitting thread, so they must be quick; hand slow
+work (a webhook) to a queue, as :class:`~resilient_trading.AlertSink` does.
+
+The store, the Hyperliquid address budget, dead man's switch and feed emit their own events
+(:func:`listening` first: nothing is built while nobody listens). For the breaker and retry,
+two adapters turn their existing hooks into events: :class:`BreakerEvents` (a breaker
+listener: ``CircuitBreaker(listeners=[BreakerEvents()])``) and :func:`retry_events` (a
+``RetryPolicy(on_retry=retry_events("place order"))`` callback).
+
+Example:
+    >>> seen = []
+    >>> remove = add_listener(seen.append)
+    >>> emit(HaltEvent(kind="halted", location="/srv/bots/halt.json", reason="incident"))
+    >>> seen[0].kind
+    'halted'
+    >>> remove()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from resilient_trading._errors import CriticalError
+from resilient_trading._redact import safe_text
+
+if TYPE_CHECKING:  # only a type: the primitives may import this module to emit events
+    from resilient_trading._retry import RetryEvent
+
+__all__ = [
+    "AddressEvent",
+    "AlertEvent",
+    "BreakerEvent",
+    "BreakerEvents",
+    "DeadmanEvent",
+    "Event",
+    "EventBus",
+    "FeedEvent",
+    "HaltEvent",
+    "LimiterEvent",
+    "Listener",
+    "RetryAttemptEvent",
+    "StoreEvent",
+    "add_listener",
+    "emit",
+    "listening",
+    "remove_listener",
+    "retry_events",
+]
+
+log = logging.getLogger("resilient_trading.events")
+
+#: The longest text an event carries (after redaction).
+TEXT_LIMIT = 300
+
+
+def event_text(value: object | None) -> str | None:
+    """``value`` as an event carries it: redacted (:func:`safe_text`), at most
+    :data:`TEXT_LIMIT` characters; ``None`` stays ``None``."""
+    return None if value is None else safe_text(value, TEXT_LIMIT)
+
+
+_text = event_text
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerEvent:
+    """A breaker's call outcome or state change.
+
+    ``kind``: ``"failure"`` (a counted failure), ``"success"``, ``"state_change"`` (``old`` →
+    ``new``; ``latched`` when a critical error opened it), ``"reset"`` (an operator closed it),
+    ``"not_recorded"`` (its state could not be written; the call's outcome stood).
+    ``error_kind`` is the classified error's class name, ``message`` its redacted text.
+    """
+
+    kind: Literal["failure", "success", "state_change", "reset", "not_recorded"]
+    breaker: str
+    old: str | None = None
+    new: str | None = None
+    latched: bool = False
+    error_kind: str | None = None
+    message: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterEvent:
+    """A rate limiter's decision: ``admitted``, ``waited`` (``seconds``), ``refused``,
+    ``paused`` (a 429 or an operator paused every sharer), ``fallback`` (shared state
+    unreachable: a local budget is used)."""
+
+    kind: Literal["admitted", "waited", "refused", "paused", "fallback"]
+    limiter: str
+    weight: int = 0
+    seconds: float = 0.0
+    message: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAttemptEvent:
+    """A retry policy's ``attempt`` (attempt ``attempt`` failed; waiting ``delay`` s) or
+    ``gave_up``."""
+
+    kind: Literal["attempt", "gave_up"]
+    operation: str | None
+    attempt: int
+    delay: float
+    error_kind: str
+    message: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreEvent:
+    """A JSON store's ``commit`` (``generation``: the one written), ``conflict_wait``
+    (another process held the lock; ``seconds`` waited for it), ``lock_timeout`` (not
+    taken within ``seconds``), ``corrupted`` (a damaged file found; ``path`` names it,
+    ``message`` says how) or ``restored`` (``generation`` restored from the backup)."""
+
+    kind: Literal["commit", "conflict_wait", "lock_timeout", "corrupted", "restored"]
+    path: str
+    generation: int | None = None
+    seconds: float = 0.0
+    message: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressEvent:
+    """A Hyperliquid address budget's ``waited`` (paced: ``seconds`` slept before admitting),
+    ``throttled`` (entered throttled mode: at the cap or refused by the exchange),
+    ``refused`` (the exchange refused an action), ``synced`` (``userRateLimit`` read:
+    ``used`` of ``cap``), ``sync_failed`` or ``runway_low`` (``runway_seconds`` under a day;
+    once per horizon, for all sharers). The alert-worthy ones (``throttled``, ``runway_low``)
+    are also published as an :class:`AlertEvent` (subject ``address:0x…``)."""
+
+    kind: Literal["waited", "throttled", "refused", "synced", "sync_failed", "runway_low"]
+    address: str
+    used: int | None = None
+    cap: int | None = None
+    seconds: float = 0.0
+    runway_seconds: float | None = None
+    message: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadmanEvent:
+    """A dead man's switch's ``armed`` (``mode``: ``exchange`` or ``watchdog``),
+    ``fallback`` (``scheduleCancel`` refused: the local watchdog must run),
+    ``refresh_failed`` (a re-arm failed or was refused; the armed time still stands),
+    ``disarmed`` (a clean stop), or its watchdog's ``watchdog_cancelled`` (``count`` open
+    orders of a silent bot cancelled) and ``watchdog_failed``. ``fallback``,
+    ``refresh_failed`` and ``watchdog_cancelled`` are also an :class:`AlertEvent` (subject
+    ``deadman:0x…``)."""
+
+    kind: Literal[
+        "armed", "fallback", "refresh_failed", "disarmed", "watchdog_cancelled", "watchdog_failed"
+    ]
+    address: str
+    mode: str | None = None
+    count: int = 0
+    message: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEvent:
+    """A WebSocket feed's ``stale`` (``subscription`` silent ``seconds`` past its limit),
+    ``fresh`` (a stale subscription delivers again), ``disconnected``, ``reconnected``
+    (``count``: reconnections so far) or ``gap_filled`` (``count`` fills or order updates
+    fetched over REST after a reconnect, for ``subscription``). ``stale`` and ``fresh``
+    are also an :class:`AlertEvent` (subject ``feed:<subscription>``, state ``stale`` /
+    ``ok``)."""
+
+    kind: Literal["stale", "fresh", "disconnected", "reconnected", "gap_filled"]
+    subscription: str | None = None
+    count: int = 0
+    seconds: float = 0.0
+    message: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class HaltEvent:
+    """The fleet-wide halt flag was raised (``halted``, with its ``reason``) or ``resumed``."""
+
+    kind: Literal["halted", "resumed"]
+    location: str
+    reason: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """Anything else an operator must hear about, by ``subject`` (e.g. ``address:0xab…``,
+    ``feed:l2Book``) and ``state`` (e.g. ``runway_low``, ``ok``, ``stale``). A change of
+    ``state`` for one ``subject`` is one alert (see :class:`~resilient_trading.AlertSink`)."""
+
+    subject: str
+    state: str
+    message: str
+    severity: Literal["info", "warning", "critical"] = "warning"
+    at: float = field(default_factory=time.time)
+
+
+#: Every event type this module defines.
+Event = (
+    BreakerEvent
+    | LimiterEvent
+    | RetryAttemptEvent
+    | StoreEvent
+    | AddressEvent
+    | DeadmanEvent
+    | FeedEvent
+    | HaltEvent
+    | AlertEvent
+)
+#: A listener: called with each event, in the emitting thread; its return value is ignored.
+Listener = Callable[[Any], object]
+
+
+class EventBus:
+    """A set of listeners; :meth:`emit` calls each, logging (never raising) their failures.
+
+    Adding and removing are thread-safe and never block :meth:`emit` (copy on write).
+    """
+
+    def __init__(self) -> None:
+        self._listeners: tuple[Listener, ...] = ()
+        self._lock = threading.Lock()
+
+    def add_listener(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(event)`` for every event from now on. Returns a function that
+        removes it again."""
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {type(listener).__name__}")
+        with self._lock:
+            self._listeners = (*self._listeners, listener)
+        return lambda: self.remove_listener(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener`` (no error when it was not added)."""
+        with self._lock:
+            listeners = list(self._listeners)
+            if listener in listeners:
+                listeners.remove(listener)
+            self._listeners = tuple(listeners)
+
+    @property
+    def listeners(self) -> tuple[Listener, ...]:
+        return self._listeners
+
+    def emit(self, event: Event) -> None:
+        """Give ``event`` to every listener. Never raises: a failing listener is logged."""
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                log.exception(
+                    "event listener %r raised on %s; ignored (the observed call's outcome stands)",
+                    listener,
+                    type(event).__name__,
+                )
+
+
+#: The process-wide bus that :func:`add_listener` and :func:`emit` use.
+EVENTS = EventBus()
+
+
+def add_listener(listener: Listener) -> Callable[[], None]:
+    """Call ``listener(event)`` for every event emitted in this process. Returns a remover."""
+    return EVENTS.add_listener(listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    """Stop calling ``listener``."""
+    EVENTS.remove_listener(listener)
+
+
+def emit(event: Event) -> None:
+    """Publish ``event`` to this process's listeners (never raises)."""
+    EVENTS.emit(event)
+
+
+def listening() -> bool:
+    """Whether anyone listens in this process. The primitives check it before building an
+    event, so emitting costs one attribute read when nobody listens."""
+    return bool(EVENTS._listeners)
+
+
+def _state(value: Any) -> str:
+    return str(getattr(value, "value", value))  # a BreakerState, or pybreaker's state name
+
+
+class BreakerEvents:
+    """A breaker listener (the hooks of :class:`~resilient_trading.CircuitBreakerListener`)
+    that publishes :class:`BreakerEvent` objects to ``bus`` (default: the process-wide one).
+
+    A state change to ``open`` carries the failure that caused it (its kind and redacted text,
+    and ``latched`` when it was critical); a change to ``closed`` not from
+    ``half-open`` (a trial) is an operator's ``reset``.
+
+    Example:
+        >>> from resilient_trading import CircuitBreaker
+        >>> breaker = CircuitBreaker(name="orders", listeners=[BreakerEvents()])
+    """
+
+    def __init__(self, bus: EventBus = EVENTS, *, successes: bool = False) -> None:
+        self._bus = bus
+        self._successes = successes
+        self._last: dict[str, BaseException] = {}
+
+    def success(self, cb: Any) -> None:
+        if self._successes:
+            self._bus.emit(BreakerEvent(kind="success", breaker=str(cb.name)))
+
+    def failure(self, cb: Any, exc: BaseException) -> None:
+        name = str(cb.name)
+        self._last[name] = exc
+        self._bus.emit(
+            BreakerEvent(
+                kind="failure",
+                breaker=name,
+                latched=isinstance(exc, CriticalError),
+                error_kind=type(exc).__name__,
+                message=_text(exc),
+            )
+        )
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        name, old, new = str(cb.name), _state(old_state), _state(new_state)
+        cause = self._last.pop(name, None) if new == "open" else None
+        if new == "closed":
+            self._last.pop(name, None)
+        self._bus.emit(
+            BreakerEvent(
+                kind="reset" if new == "closed" and old != "half-open" else "state_change",
+                breaker=name,
+                old=old,
+                new=new,
+                latched=isinstance(cause, CriticalError),
+                error_kind=None if cause is None else type(cause).__name__,
+                message=_text(cause),
+            )
+        )
+
+    def outcome_not_recorded(self, cb: Any, exc: BaseException) -> None:
+        self._bus.emit(
+            BreakerEvent(
+                kind="not_recorded",
+                breaker=str(cb.name),
+                error_kind=type(exc).__name__,
+                message=_text(exc),
+            )
+        )
+
+
+def retry_events(
+    operation: str | None = None, bus: EventBus = EVENTS
+) -> Callable[[RetryEvent], None]:
+    """An ``on_retry`` callback for :class:`~resilient_trading.RetryPolicy` that publishes a
+    :class:`RetryAttemptEvent` (``kind="attempt"``) before each wait.
+
+    Example:
+        >>> from resilient_trading import RetryPolicy
+        >>> policy = RetryPolicy(on_retry=retry_events("place order"))
+    """
+    op = _text(operation)
+
+    def on_retry(event: RetryEvent) -> None:
+        bus.emit(
+            RetryAttemptEvent(
+                kind="attempt",
+                operation=op,
+                attempt=event.attempt,
+                delay=event.delay,
+                error_kind=type(event.error).__name__,
+                message=_text(event.error),
+            )
+        )
+
+    return on_retry

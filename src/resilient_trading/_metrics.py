@@ -1,0 +1,367 @@
+"""Prometheus metrics: the fleet's shared state, and this process's events.
+
+Needs the ``metrics`` extra (``pip install 'resilient-trading[metrics]'``: the official
+``prometheus-client``), imported only when a collector is built.
+
+Two sources, one naming scheme (``resilient_trading_*``, units in the name, ``_total`` for
+counters, labels of low cardinality: names of budgets, breakers, stores, addresses):
+
+* :class:`FleetCollector` reads the **shared** state at every scrape (a state directory and/or
+  a Redis), like node_exporter reads the kernel: it works with no bot running, and one
+  exporter shows the budget and breakers every bot shares. ``resilient-trading metrics
+  --listen 127.0.0.1:9464 --state-dir DIR`` serves it, with ``/healthz`` (200 when all is
+  well, 503 with the reasons when something needs an operator).
+* :class:`EventMetrics` is an event listener (``add_listener(EventMetrics(registry))``) that
+  counts what happens inside this process: failures, transitions, retries and their delays,
+  limiter waits.
+
+Shared-state metrics (gauges unless noted):
+
+=============================================================  =================================
+``resilient_trading_halted``                                    1 while the fleet is halted
+``resilient_trading_needs_operator``                            1 when ``status`` would exit 3
+``resilient_trading_state_read_errors``                         items that could not be read
+``resilient_trading_budget_used_weight{budget,period_seconds}`` weight used in the window
+``resilient_trading_budget_limit_weight{budget,period_seconds}`` the window's budget
+``resilient_trading_budget_utilisation_ratio{budget}``          fullest window's used share
+``resilient_trading_budget_paused{budget}``                     1 while every sharer is paused
+``resilient_trading_budget_fallback{budget}``                   1 while on the local share
+``resilient_trading_breaker_state{breaker}``                    0 closed, 1 half-open, 2 open
+``resilient_trading_breaker_latched{breaker}``                  1 when latched
+``resilient_trading_breaker_failures{breaker}``                 consecutive failures counted
+``resilient_trading_breaker_trips_total{breaker}``              times opened (counter)
+``resilient_trading_breaker_opened_timestamp_seconds{breaker}`` when it last opened
+``resilient_trading_address_actions_used{address}``             actions used of the cap
+``resilient_trading_address_actions_cap{address}``              the address's action cap
+``resilient_trading_address_runway_seconds{address}``           time left at the recent pace
+``resilient_trading_address_throttled{address}``                1 while throttled
+``resilient_trading_store_generation{store}``                   commits so far
+``resilient_trading_store_last_commit_timestamp_seconds{store}`` last commit time
+``resilient_trading_store_backup_age_seconds{store}``           age of the ``.bak``
+=============================================================  =================================
+
+In-process metrics (:class:`EventMetrics`): ``resilient_trading_breaker_failures_total
+{breaker,error_kind}``, ``resilient_trading_breaker_transitions_total{breaker,state}``,
+``resilient_trading_retries_total{error_kind}``, ``resilient_trading_retry_delay_seconds``
+(histogram), ``resilient_trading_limiter_wait_seconds{limiter}`` (histogram),
+``resilient_trading_limiter_refusals_total{limiter}``, ``resilient_trading_store_commits_total``,
+``resilient_trading_store_events_total{kind}`` (conflict waits, lock timeouts, corruptions,
+restores), ``resilient_trading_store_lock_wait_seconds`` (histogram),
+``resilient_trading_address_events_total{address,kind}``,
+``resilient_trading_address_wait_seconds{address}`` (histogram),
+``resilient_trading_deadman_events_total{kind}``, ``resilient_trading_feed_events_total{kind}``,
+``resilient_trading_feed_gap_filled_total``,
+``resilient_trading_halt_changes_total{state}``, ``resilient_trading_alerts_total{state}``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from resilient_trading._events import (
+    AddressEvent,
+    AlertEvent,
+    BreakerEvent,
+    DeadmanEvent,
+    FeedEvent,
+    HaltEvent,
+    LimiterEvent,
+    RetryAttemptEvent,
+    StoreEvent,
+)
+from resilient_trading._fleet_view import FleetView, read_fleet
+
+__all__ = ["EventMetrics", "FleetCollector", "exposition", "make_app", "serve"]
+
+_BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+
+def _prometheus() -> Any:
+    try:
+        import prometheus_client
+    except ImportError as exc:
+        raise ImportError(
+            "metrics need the prometheus-client package: pip install 'resilient-trading[metrics]'"
+        ) from exc
+    return prometheus_client
+
+
+def _short(location: str) -> str:
+    """A low-cardinality label: the file name, or the Redis key (a limiter's own ``key``)."""
+    if "#" in location:
+        key = location.rsplit("#", 1)[1]
+        if key.startswith("resilient-trading:limiter:{") and key.endswith("}"):
+            return key[len("resilient-trading:limiter:{") : -1]  # the limiter's key
+        return key
+    return os.path.basename(location) or location
+
+
+class FleetCollector:
+    """A Prometheus collector that reads the shared state at each scrape.
+
+    Args:
+        state_dir: The bots' shared state directory.
+        redis_url: And/or their Redis.
+
+    Example:
+        >>> import tempfile
+        >>> from prometheus_client import CollectorRegistry, generate_latest
+        >>> registry = CollectorRegistry()
+        >>> registry.register(FleetCollector(state_dir=tempfile.mkdtemp()))
+        >>> b"resilient_trading_halted 0.0" in generate_latest(registry)
+        True
+    """
+
+    def __init__(self, *, state_dir: str | None = None, redis_url: str | None = None) -> None:
+        if state_dir is None and redis_url is None:
+            raise ValueError("give state_dir or redis_url (or both)")
+        self._state_dir = state_dir
+        self._redis_url = redis_url
+        self._prom = _prometheus()
+        self.last: FleetView | None = None
+
+    def describe(self) -> list[Any]:
+        return []  # read at scrape time only: nothing is touched at registration
+
+    def collect(self) -> Iterator[Any]:
+        view = read_fleet(self._state_dir, self._redis_url)
+        self.last = view
+        yield from self._families(view)
+
+    def _families(self, view: FleetView) -> Iterable[Any]:
+        """The metric families of one view."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        gauge: Callable[..., Any] = GaugeMetricFamily
+        counter: Callable[..., Any] = CounterMetricFamily
+        p = "resilient_trading_"
+        yield gauge(p + "halted", "1 while the fleet is halted", value=int(view.halt is not None))
+        yield gauge(
+            p + "needs_operator",
+            "1 when something needs an operator (status exits 3)",
+            value=int(bool(view.needs_operator())),
+        )
+        yield gauge(
+            p + "state_read_errors", "Shared-state items that could not be read", len(view.problems)
+        )
+        used = gauge(
+            p + "budget_used_weight",
+            "Weight used in the window",
+            labels=["budget", "period_seconds"],
+        )
+        limit = gauge(
+            p + "budget_limit_weight", "The window's budget", labels=["budget", "period_seconds"]
+        )
+        ratio = gauge(
+            p + "budget_utilisation_ratio", "Fullest window's used share", labels=["budget"]
+        )
+        paused = gauge(p + "budget_paused", "1 while every sharer is paused", labels=["budget"])
+        fallback = gauge(p + "budget_fallback", "1 while on the local share", labels=["budget"])
+        for b in view.budgets:
+            name = _short(b.location)
+            for w in b.windows:
+                period = f"{w.period_seconds:g}"
+                used.add_metric([name, period], w.used)
+                limit.add_metric([name, period], w.budget)
+            ratio.add_metric([name], b.utilisation)
+            paused.add_metric([name], int(b.paused_until is not None))
+            fallback.add_metric([name], int(b.mode != "shared"))
+        yield from (used, limit, ratio, paused, fallback)
+        state = gauge(p + "breaker_state", "0 closed, 1 half-open, 2 open", labels=["breaker"])
+        latched = gauge(p + "breaker_latched", "1 when latched", labels=["breaker"])
+        failures = gauge(p + "breaker_failures", "Consecutive failures counted", labels=["breaker"])
+        trips = counter(p + "breaker_trips", "Times the breaker opened", labels=["breaker"])
+        opened = gauge(
+            p + "breaker_opened_timestamp_seconds", "When it last opened", labels=["breaker"]
+        )
+        for k in view.breakers:
+            state.add_metric([k.name], _BREAKER_STATES.get(k.state, 2))
+            latched.add_metric([k.name], int(k.latched))
+            failures.add_metric([k.name], k.failures)
+            trips.add_metric([k.name], k.trips)
+            if k.opened_at is not None:
+                opened.add_metric([k.name], k.opened_at)
+        yield from (state, latched, failures, trips, opened)
+        a_used = gauge(p + "address_actions_used", "Actions used of the cap", labels=["address"])
+        a_cap = gauge(p + "address_actions_cap", "The address's action cap", labels=["address"])
+        runway = gauge(
+            p + "address_runway_seconds", "Time left at the recent pace", labels=["address"]
+        )
+        throttled = gauge(p + "address_throttled", "1 while throttled", labels=["address"])
+        for a in view.addresses:
+            a_used.add_metric([a.address], a.used)
+            a_cap.add_metric([a.address], a.cap)
+            if a.runway_seconds is not None:
+                runway.add_metric([a.address], a.runway_seconds)
+            throttled.add_metric([a.address], int(a.throttled))
+        yield from (a_used, a_cap, runway, throttled)
+        gen = gauge(p + "store_generation", "Commits so far", labels=["store"])
+        commit = gauge(
+            p + "store_last_commit_timestamp_seconds", "Last commit time", labels=["store"]
+        )
+        backup = gauge(p + "store_backup_age_seconds", "Age of the .bak", labels=["store"])
+        for s in view.stores:
+            name = _short(s.path)
+            gen.add_metric([name], s.generation)
+            commit.add_metric([name], s.last_commit)
+            if s.backup_age_seconds is not None:
+                backup.add_metric([name], s.backup_age_seconds)
+        yield from (gen, commit, backup)
+
+
+class EventMetrics:
+    """An event listener counting this process's events into a Prometheus ``registry``.
+
+    Example:
+        >>> from prometheus_client import CollectorRegistry
+        >>> from resilient_trading import add_listener
+        >>> remove = add_listener(EventMetrics(CollectorRegistry()))
+        >>> remove()
+    """
+
+    def __init__(self, registry: Any = None) -> None:
+        prom = _prometheus()
+        registry = prom.REGISTRY if registry is None else registry
+        p = "resilient_trading_"
+
+        def counter(name: str, doc: str, labels: list[str]) -> Any:
+            return prom.Counter(p + name, doc, labels, registry=registry)
+
+        self.failures = counter("breaker_failures", "Failures counted", ["breaker", "error_kind"])
+        self.transitions = counter("breaker_transitions", "State changes", ["breaker", "state"])
+        self.retries = counter("retries", "Retried attempts", ["error_kind"])
+        self.retry_delay = prom.Histogram(
+            p + "retry_delay_seconds", "Backoff before a retry", registry=registry
+        )
+        self.wait = prom.Histogram(
+            p + "limiter_wait_seconds", "Time waited for the budget", ["limiter"], registry=registry
+        )
+        self.refusals = counter("limiter_refusals", "Calls refused by the limiter", ["limiter"])
+        self.commits = counter("store_commits", "Store commits", [])
+        self.store_events = counter(
+            "store_events", "Store lock waits, timeouts, corruptions, restores", ["kind"]
+        )
+        self.lock_wait = prom.Histogram(
+            p + "store_lock_wait_seconds", "Time waited for a store's lock", registry=registry
+        )
+        self.address_events = counter(
+            "address_events", "Address budget events", ["address", "kind"]
+        )
+        self.address_wait = prom.Histogram(
+            p + "address_wait_seconds",
+            "Time paced by the address budget",
+            ["address"],
+            registry=registry,
+        )
+        self.deadman_events = counter("deadman_events", "Dead man's switch events", ["kind"])
+        self.feed_events = counter("feed_events", "Feed events", ["kind"])
+        self.gap_filled = counter("feed_gap_filled", "Fills and order updates gap-filled", [])
+        self.halts = counter("halt_changes", "Halt flag changes seen", ["state"])
+        self.alerts = counter("alerts", "Alert events", ["state"])
+        self._lock = threading.Lock()
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, BreakerEvent):
+            if event.kind == "failure":
+                self.failures.labels(event.breaker, event.error_kind or "unknown").inc()
+            elif event.kind in ("state_change", "reset") and event.new:
+                self.transitions.labels(event.breaker, event.new).inc()
+        elif isinstance(event, RetryAttemptEvent):
+            self.retries.labels(event.error_kind).inc()
+            self.retry_delay.observe(event.delay)
+        elif isinstance(event, LimiterEvent):
+            if event.kind == "waited":
+                self.wait.labels(_short(event.limiter)).observe(event.seconds)
+            elif event.kind == "refused":
+                self.refusals.labels(_short(event.limiter)).inc()
+        elif isinstance(event, StoreEvent):
+            if event.kind == "commit":
+                self.commits.inc()
+            else:
+                self.store_events.labels(event.kind).inc()
+                if event.kind in ("conflict_wait", "lock_timeout"):
+                    self.lock_wait.observe(event.seconds)
+        elif isinstance(event, AddressEvent):
+            self.address_events.labels(event.address, event.kind).inc()
+            if event.kind == "waited":
+                self.address_wait.labels(event.address).observe(event.seconds)
+        elif isinstance(event, DeadmanEvent):
+            self.deadman_events.labels(event.kind).inc()
+        elif isinstance(event, FeedEvent):
+            self.feed_events.labels(event.kind).inc()
+            if event.kind == "gap_filled":
+                self.gap_filled.inc(event.count)
+        elif isinstance(event, HaltEvent):
+            self.halts.labels(event.kind).inc()
+        elif isinstance(event, AlertEvent):
+            self.alerts.labels(event.state).inc()
+
+
+def exposition(*, state_dir: str | None = None, redis_url: str | None = None) -> str:
+    """The fleet's metrics now, in the Prometheus text format."""
+    prom = _prometheus()
+    registry = prom.CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(state_dir=state_dir, redis_url=redis_url))
+    text: bytes = prom.generate_latest(registry)
+    return text.decode()
+
+
+def make_app(
+    *, state_dir: str | None = None, redis_url: str | None = None, registry: Any = None
+) -> Callable[..., Any]:
+    """A WSGI app: ``/metrics`` (and ``/``) the fleet's metrics plus ``registry``'s,
+    ``/healthz`` 200 ``ok`` or 503 with the reasons an operator is needed."""
+    prom = _prometheus()
+    fleet = FleetCollector(state_dir=state_dir, redis_url=redis_url)
+    scrape = prom.CollectorRegistry(auto_describe=False)
+    scrape.register(fleet)
+    metrics_app = prom.make_wsgi_app(scrape)
+    extra = None if registry is None else prom.make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/healthz":
+            reasons = read_fleet(state_dir, redis_url).needs_operator()
+            body = ("ok\n" if not reasons else "".join(f"{r}\n" for r in reasons)).encode()
+            status = "200 OK" if not reasons else "503 Service Unavailable"
+            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+            return [body]
+        if path not in ("/", "/metrics"):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"try /metrics or /healthz\n"]
+        chunks = list(metrics_app(environ, start_response))
+        if extra is not None:
+            chunks.extend(extra(environ, lambda *a, **k: None))
+        return chunks
+
+    return app
+
+
+def serve(
+    host: str,
+    port: int,
+    *,
+    state_dir: str | None = None,
+    redis_url: str | None = None,
+    registry: Any = None,
+) -> Any:
+    """Serve :func:`make_app` on ``host:port`` in a daemon thread; returns the server
+    (``server.shutdown()`` stops it; ``server.server_port`` is the bound port)."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class _Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class _Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    app = make_app(state_dir=state_dir, redis_url=redis_url, registry=registry)
+    server = make_server(host, port, app, server_class=_Server, handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
+    return server

@@ -1,0 +1,255 @@
+"""DeadMansSwitch: a killed bot's orders are cancelled within the deadline, in both modes
+(the exchange's scheduleCancel, the local watchdog); a living bot's orders never are."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import eth_account
+import pytest
+from hyperliquid.exchange import Exchange
+from hyperliquid.info import Info
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from resilient_trading import ManualClock, StateCorruptedError
+from resilient_trading.presets import hyperliquid as hl
+from resilient_trading.presets.hyperliquid._deadman import (
+    Heartbeat,
+    read_heartbeat,
+    refresh_interval,
+    run_watchdog,
+    stale,
+    write_heartbeat,
+)
+from resilient_trading.testing import Simulator
+
+pytestmark = pytest.mark.timeout(60)
+
+BOT = """
+import sys, time, eth_account
+from hyperliquid.exchange import Exchange
+from hyperliquid.info import Info
+from resilient_trading.presets.hyperliquid import DeadMansSwitch
+url, key, state, deadline = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+ex = Exchange(eth_account.Account.from_key(key), url)
+px = round(float(Info(url, skip_ws=True).all_mids()["BTC"]) * 0.5)
+for _ in range(3):
+    ex.order("BTC", True, 0.001, px, {"limit": {"tif": "Gtc"}})
+switch = DeadMansSwitch(ex, deadline=deadline, state_dir=state, refresh_every=1.0).start()
+print(switch.mode, flush=True)
+time.sleep(600)
+"""
+
+
+# --- decisions -------------------------------------------------------------------------------
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    beat_at=st.floats(0, 1e9),
+    deadline=st.floats(5, 3600),
+    age=st.floats(-1e6, 1e6),
+    stopped=st.booleans(),
+    fired=st.booleans(),
+)
+def test_stale_only_past_the_deadline_and_only_once(
+    beat_at: float, deadline: float, age: float, stopped: bool, fired: bool
+) -> None:
+    beat = Heartbeat(
+        "0xab",
+        1,
+        beat_at=beat_at,
+        deadline=deadline,
+        mode="watchdog",
+        stopped=stopped,
+        fired_at=beat_at if fired else None,
+    )
+    now = beat_at + age
+    assert stale(beat, now) == (not stopped and not fired and now - beat_at > deadline)
+
+
+def test_heartbeat_round_trips_and_a_bad_one_names_its_file(tmp_path: Path) -> None:
+    beat = Heartbeat("0xab", 7, beat_at=1.5, deadline=10.0, mode="exchange")
+    write_heartbeat(str(tmp_path), beat)
+    assert read_heartbeat(str(tmp_path)) == beat
+    (tmp_path / "heartbeat.json").write_text(json.dumps({"version": 1, "pid": "x"}))
+    with pytest.raises(StateCorruptedError, match=r"heartbeat\.json"):
+        read_heartbeat(str(tmp_path))
+    assert read_heartbeat(str(tmp_path / "none")) is None
+
+
+def test_refresh_interval_comes_from_the_address_budget() -> None:
+    assert refresh_interval(30.0) == 10.0
+    from datetime import timedelta
+
+    budget = hl.AddressBudget("0x" + "ab" * 20, lasts=timedelta(days=7))
+    # 10,000 actions over 7 days: ~0.0165/s; a tenth of that: one re-arm per ~10 minutes
+    assert refresh_interval(30.0, budget) == pytest.approx(604_800 / 10_000 * 10, rel=0.01)
+
+
+def test_arguments_are_checked_at_construction() -> None:
+    with pytest.raises(ValueError, match="deadline"):
+        hl.DeadMansSwitch(object(), deadline=0.0)
+    with pytest.raises(ValueError, match="state_dir"):
+        hl.DeadMansSwitch(object(), mode="watchdog")
+
+
+def test_watchdog_fires_once_per_death_and_stands_down_on_a_clean_stop(tmp_path: Path) -> None:
+    clock = ManualClock(start=1000.0)
+    fired: list[str] = []
+
+    def cancel(address: str) -> int:
+        fired.append(address)
+        return 0
+
+    write_heartbeat(str(tmp_path), Heartbeat("0xab", 1, 1000.0, 5.0, "watchdog"))
+
+    def once() -> None:
+        run_watchdog(str(tmp_path), cancel=cancel, clock=clock, once=True)
+
+    once()
+    clock.advance(4.0)
+    once()
+    assert fired == []  # alive
+    clock.advance(2.0)
+    once()
+    once()
+    assert fired == ["0xab"]  # dead: cancelled once
+    write_heartbeat(str(tmp_path), Heartbeat("0xab", 2, clock.time(), 5.0, "watchdog"))
+    clock.advance(6.0)
+    once()
+    assert fired == ["0xab", "0xab"]  # a restarted bot died again
+    write_heartbeat(str(tmp_path), Heartbeat("0xab", 3, clock.time(), 5.0, "watchdog", True))
+    clock.advance(60.0)
+    run_watchdog(str(tmp_path), cancel=cancel, clock=clock)  # returns: the bot stopped
+    assert len(fired) == 2
+
+
+def test_the_exchange_refusal_falls_back_to_the_watchdog_and_stop_disarms(
+    tmp_path: Path,
+) -> None:
+    with Simulator(auto_fund=10_000) as sim:
+        ex = Exchange(eth_account.Account.create(), sim.base_url)
+        switch = hl.DeadMansSwitch(ex, deadline=30.0, state_dir=tmp_path)
+        assert switch.arm() == "watchdog"
+        switch.stop()
+        beat = read_heartbeat(str(tmp_path))
+        assert beat is not None and beat.stopped
+        with pytest.raises(RuntimeError, match="enough volume"):
+            hl.DeadMansSwitch(ex, deadline=30.0).arm()  # no state_dir: nowhere to fall back
+
+
+# --- kill -9, for real -----------------------------------------------------------------------
+
+
+def _spawn_bot(sim: Simulator, state: Path, deadline: float) -> tuple[subprocess.Popen[str], Any]:
+    wallet = eth_account.Account.create()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BOT, sim.base_url, wallet.key.hex(), str(state), str(deadline)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    return proc, wallet
+
+
+def _spawn_watchdog(sim: Simulator, state: Path, wallet: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "HYPERLIQUID_PRIVATE_KEY": wallet.key.hex()}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "resilient_trading._cli_watchdog",
+            "--state",
+            str(state),
+            "--url",
+            sim.base_url,
+            "--poll",
+            "0.2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.parametrize("mode", ["exchange", "watchdog"])
+def test_kill_9_cancels_the_dead_bots_orders_within_the_deadline_never_a_living_ones(
+    tmp_path: Path, procs: list[subprocess.Popen[str]], mode: str
+) -> None:
+    deadline = 6.0 if mode == "exchange" else 2.0  # scheduleCancel: at least 5 s ahead
+    volume = 0.0 if mode == "exchange" else 1_000_000.0
+    sim = Simulator(seed=4, auto_fund=10_000, schedule_cancel_volume=volume, budget=10**9)
+    with sim:
+        info = Info(sim.base_url, skip_ws=True)
+        bots = []
+        for name in ("dying", "living"):
+            proc, wallet = _spawn_bot(sim, tmp_path / name, deadline)
+            procs.append(proc)
+            bots.append((proc, wallet))
+        for name, (proc, wallet) in zip(("dying", "living"), bots, strict=True):
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == mode
+            assert len(info.open_orders(wallet.address)) == 3
+            if mode == "watchdog":
+                dog = _spawn_watchdog(sim, tmp_path / name, wallet)
+                procs.append(dog)
+                assert dog.stdout is not None
+                assert dog.stdout.readline().startswith("watching")
+        (dying, dying_wallet), (_living, living_wallet) = bots
+        os.kill(dying.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        dying.wait(timeout=10)
+        while info.open_orders(dying_wallet.address):
+            assert time.monotonic() - killed_at < deadline + 1.5, "orders outlived the deadline"
+            threading.Event().wait(0.1)
+        gone_after = time.monotonic() - killed_at
+        # the living bot, well past the deadline: every order still there
+        until = killed_at + deadline + 2.0
+        while time.monotonic() < until:
+            assert len(info.open_orders(living_wallet.address)) == 3
+            threading.Event().wait(0.25)
+        assert gone_after <= deadline + 1.5
+
+
+def test_a_wrapped_exchange_counts_the_re_arm_once_and_falls_back_too(tmp_path: Path) -> None:
+    from resilient_trading import RateLimiter
+
+    wallet = eth_account.Account.create()
+    with Simulator(auto_fund=10_000, schedule_cancel_volume=0) as sim:
+        limiter = RateLimiter(hl.rest_limit())
+        budget = hl.AddressBudget(wallet.address)
+        raw = hl.make_exchange(wallet, sim.base_url, limiter)
+        wrapped = hl.wrap_exchange(raw, limiter, address_budget=budget)
+        switch = hl.DeadMansSwitch(wrapped, deadline=30.0, address_budget=budget)
+        assert switch.arm() == "exchange"
+        assert budget.status().used == 1  # counted by the wrapper, not twice
+        switch.stop()
+        assert budget.status().used == 2
+    with Simulator(auto_fund=10_000) as sim:  # below the volume: the wrapper raises it
+        limiter = RateLimiter(hl.rest_limit())
+        raw = hl.make_exchange(wallet, sim.base_url, limiter)
+        wrapped = hl.wrap_exchange(raw, limiter)
+        switch = hl.DeadMansSwitch(wrapped, deadline=30.0, state_dir=tmp_path)
+        assert switch.arm() == "watchdog"

@@ -1,0 +1,205 @@
+"""The fleet-wide halt flag (issue #15): every process on one state dir or Redis obeys it.
+
+Properties: two real processes polling one flag both see a halt at their first poll that
+starts after ``resilient-trading halt`` returned, and a resume likewise; the flag survives
+any sequence of halts and resumes as a reference model says (stateful, both homes' logic);
+a damaged flag is a typed error naming the file; the stat-cached read is cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from resilient_trading import Halt, HaltStatus, StateCorruptedError
+from resilient_trading._cli import main as cli_main
+
+pytestmark = pytest.mark.timeout(60)
+
+# Each poller polls every POLL seconds and prints, on every change it sees, the new flag and
+# the monotonic start of the poll before the one that saw it (CLOCK_MONOTONIC is system-wide).
+_POLLER = """
+import json, sys, time
+from resilient_trading import Halt
+where, value = sys.argv[1], sys.argv[2]
+halt = Halt(state_dir=value) if where == "dir" else Halt(redis_url=value)
+last, prev_start, changes = None, None, 0
+while changes < 3:
+    start = time.monotonic()
+    now = halt.halted() is not None
+    if now != last:
+        print(json.dumps({"halted": now, "prev_start": prev_start}), flush=True)
+        last, changes = now, changes + 1
+    prev_start = start
+    time.sleep(0.02)
+"""
+
+
+def _line(stream: IO[str], deadline: float) -> dict[str, Any]:
+    # readline blocks, but each poller prints within one poll of a change, and pytest-timeout
+    # bounds the test if one never does.
+    line = stream.readline()
+    assert line, "poller exited early"
+    assert time.monotonic() < deadline
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def _fleet(where: str, value: str, cli: list[str]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _POLLER, where, value],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert _line(proc.stdout, time.monotonic() + 30)["halted"] is False
+        for command, expected in ((["halt", "--reason", "incident"], True), (["resume"], False)):
+            assert cli_main([*command, *cli]) == 0
+            written = time.monotonic()
+            for proc in procs:
+                assert proc.stdout is not None
+                seen = _line(proc.stdout, written + 10)
+                assert seen["halted"] is expected
+                # Within one poll: the last poll that still saw the old flag began before
+                # the command returned; every poll after it saw the new flag.
+                assert seen["prev_start"] < written
+        for proc in procs:
+            assert proc.wait(timeout=10) == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def test_two_processes_on_one_state_dir_obey_halt_and_resume_within_one_poll(
+    tmp_path: Path,
+) -> None:
+    _fleet("dir", str(tmp_path), ["--state-dir", str(tmp_path)])
+
+
+def test_two_processes_on_one_redis_obey_halt_and_resume_within_one_poll(redis_url: str) -> None:
+    _fleet("redis", redis_url, ["--redis", redis_url])
+
+
+def test_halt_records_reason_redacted_and_who(tmp_path: Path) -> None:
+    secret = "0x" + "ab" * 32
+    with Halt(state_dir=tmp_path) as halt:
+        status = halt.halt(f"key {secret} leaked")
+        assert secret not in status.reason
+        assert halt.halted() == status
+        assert "pid" in status.by
+    raw = (tmp_path / "halt.json").read_bytes()
+    assert secret.encode() not in raw
+
+
+def test_damaged_flag_is_a_typed_error_naming_the_file(tmp_path: Path) -> None:
+    halt = Halt(state_dir=tmp_path)
+    halt._state.transact(lambda old, now: ({"halted": "yes"}, None))
+    with pytest.raises(StateCorruptedError, match=r"halt\.json"):
+        halt.halted()
+    halt.halt("rewrite")  # the operator's commands rewrite a damaged flag
+    assert halt.halted() is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"state_dir": "x", "redis_url": "redis://127.0.0.1"}, {"state_dir": "/nope/no"}]
+)
+def test_bad_arguments_fail_at_construction(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Halt(**kwargs)
+
+
+def test_bad_reason_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="reason"):
+        Halt(state_dir=tmp_path).halt("  ")
+
+
+def test_cli_needs_exactly_one_home(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["resume"]) == 1
+    assert "--state-dir" in capsys.readouterr().err
+
+
+def test_stat_cached_read_costs_microseconds(tmp_path: Path) -> None:
+    halt = Halt(state_dir=tmp_path)
+    halt.halt("x")
+    os.utime(tmp_path / "halt.json", ns=(0, 0))  # settled long ago: cacheable
+    halt.halted()
+    start = time.perf_counter()
+    for _ in range(2000):
+        assert halt.halted() is not None
+    per_call = (time.perf_counter() - start) / 2000
+    assert per_call < 200e-6, per_call
+
+
+@given(
+    reason=st.text(min_size=1, max_size=50).filter(str.strip),
+    since=st.floats(0, 4e9, allow_nan=False),
+    by=st.text(max_size=20),
+)
+def test_halt_status_round_trips_through_json(reason: str, since: float, by: str) -> None:
+    status = HaltStatus(reason=reason, since=since, by=by)
+    assert HaltStatus.from_json(json.loads(json.dumps(status.to_json())), "x") == status
+
+
+@pytest.mark.parametrize(
+    "value",
+    [[], {"halted": 1}, {"halted": True}, {"halted": True, "reason": "r", "since": "now"}],
+)
+def test_not_a_halt_flag_is_refused(value: Any) -> None:
+    with pytest.raises(StateCorruptedError, match="halt flag at where"):
+        HaltStatus.from_json(value, "where")
+
+
+class HaltMachine(RuleBasedStateMachine):
+    """Two handles on one directory against a model: the last write wins, seen by both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.mkdtemp()
+        self.handles = [Halt(state_dir=self.dir), Halt(state_dir=self.dir)]
+        self.model: str | None = None
+
+    @rule(who=st.integers(0, 1), reason=st.text("abc xyz", min_size=1, max_size=8))
+    def halt(self, who: int, reason: str) -> None:
+        if not reason.strip():
+            return
+        self.handles[who].halt(reason)
+        self.model = reason.strip()
+
+    @rule(who=st.integers(0, 1))
+    def resume(self, who: int) -> None:
+        self.handles[who].resume()
+        self.model = None
+
+    @invariant()
+    def both_see_the_model(self) -> None:
+        for handle in self.handles:
+            status: HaltStatus | None = handle.halted()
+            assert (status.reason if status else None) == self.model
+
+    def teardown(self) -> None:
+        for handle in self.handles:
+            handle.close()
+
+
+TestHaltMachine = HaltMachine.TestCase
