@@ -303,10 +303,12 @@ def test_sync_charges_the_ip_limiter_twenty() -> None:
 CHILD = """
 import sys, eth_account
 from datetime import timedelta
-from resilient_trading import RateLimiter
+from resilient_trading import NonceSource, RateLimiter
 from resilient_trading.presets import hyperliquid as hl
 url, key, state, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 wallet = eth_account.Account.from_key(key)
+# Two processes signing with one key must share their nonces (the SDK's own clock collides).
+hl.use_nonces(NonceSource(state_path=state + ".nonce"))
 limiter = RateLimiter(hl.rest_limit())
 budget = hl.AddressBudget(wallet.address, state_path=state, lasts=timedelta(days=7))
 ex = hl.wrap_exchange(hl.make_exchange(wallet, url, limiter), limiter, address_budget=budget)
@@ -393,3 +395,27 @@ def test_with_retry_one_refusal_then_the_next_slot_no_storm(
     assert clock.time() - started >= 3 * 10.0
     assert small_sim.snapshot()["address_refusals"] == 1  # one refusal, never a storm
     assert budget.status().throttled
+
+
+def test_limits_status_shows_an_address_budget_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``resilient-trading limits status`` on an AddressBudget's file shows used, cap and the
+    runway the budget itself reports (issue #14: the operator sees the address budget)."""
+    from resilient_trading._cli import main
+
+    state = tmp_path / "address.json"
+    with Simulator(seed=2, auto_fund=10_000) as sim:
+        wallet = eth_account.Account.create()
+        budget = hl.AddressBudget(
+            wallet.address, info=Info(sim.base_url, skip_ws=True), state_path=state
+        )
+        budget.sync()
+        for _ in range(3):
+            budget.acquire(1)
+        expected = budget.status()
+    assert main(["limits", "status", str(state)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["used"], shown["cap"]) == (expected.used, expected.cap) == (3, 10_000)
+    assert shown["remaining"] == expected.remaining
+    assert shown["summary"].startswith("used 3/10000")

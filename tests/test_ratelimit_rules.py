@@ -510,3 +510,35 @@ def test_sync_rings_matches_budget_and_period_together() -> None:
     got = rules.sync_rings(state, [rules.Ring(10, 1000, 10)])
     assert got[0] is not same_budget and got[0] is not same_period
     assert state.rings == [same_budget, same_period, got[0]]
+
+
+def test_a_light_request_backfills_a_gap_before_a_waiting_heavy_one() -> None:
+    state = rules.LimiterState(rings=[rules.Ring(10, 1000, 10)])
+    rules.trim(state, 0.0)
+    rules.apply(state, rules.plan(state, 0.0, 8))  # paced: the next one no earlier than 800
+    heavy = rules.plan(state, 0.0, 5)
+    assert heavy.at_ms == 1000
+    rules.apply(state, heavy)
+    light = rules.plan(state, 0.0, 2)
+    assert light.at_ms == 800 and light.ahead == 1  # before the heavy one, delaying nobody
+    assert rules.plan(state, 0.0, 3).at_ms == 1000  # 3 more would overfill: behind it
+
+
+def test_small_details_of_trim_pace_tokens_and_messages() -> None:
+    state = rules.LimiterState(rings=[rules.Ring(10_000, 1000, 10)])
+    rules.trim(state, 10.0)
+    rules.apply(state, rules.plan(state, 10.0, 1))
+    assert state.next_ms == pytest.approx(10_000.1)  # a pace under a millisecond is kept
+    assert rules.plan(state, 10.0, 1).token == 0
+    state.queue = [[10_005, 1, 1]]
+    rules.trim(state, 10.0)
+    assert state.queue == [[10_005, 1, 1]]  # 5 ms ahead: still waiting
+    rules.trim(state, 11.5)
+    assert not state.rings[0].buckets and state.rings[0].total == 0  # the window emptied
+    assert str(rules.BadState("rings[0]", "bad")) == "rings[0]: bad"
+    ring = rules.Ring(10, 1000, 10)
+    ring.add(100, 4)
+    ring.add(300, 5)
+    assert ring.fits_at(1300.0, 10)  # both have left: the whole budget
+    ring.add(1200, 1)
+    assert ring.fits_at(1300.0, 9) and not ring.fits_at(1300.0, 10)

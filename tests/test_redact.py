@@ -178,9 +178,22 @@ def test_the_mnemonic_first_look_wants_twelve_words_in_a_row(words: list[str]) -
     # BIP-39 words, another word, eleven more is no mnemonic (and costs no regex scan).
     assert _may_hold_mnemonic(" ".join(words[:12]))
     assert _may_hold_mnemonic("Zz " + " ".join(words[:12]) + " Zz")
-    assert not _may_hold_mnemonic(" ".join(words[:11]) + " qqq " + " ".join(words[11:]))
-    assert not _may_hold_mnemonic(" ".join(words[:11]))
-    assert not _may_hold_mnemonic("order 123 on BTC failed: Insufficient margin to place order.")
+    assert _may_hold_mnemonic(" ".join(words[:11]) + " qqq " + " ".join(words[11:])) is False
+    assert _may_hold_mnemonic(" ".join(words[:11])) is False
+    assert (
+        _may_hold_mnemonic("order 123 on BTC failed: Insufficient margin to place order.") is False
+    )
+
+
+def test_only_the_bip39_run_of_a_lowercase_run_is_redacted() -> None:
+    words = sorted(WORDS)[100:124]
+    other = "qqq " * 12  # twelve short lowercase words that are not BIP-39 words
+    text = other + " ".join(words[:12]) + " qqq"
+    assert redact(text) == other + "<redacted> qqq"
+    # Eleven BIP-39 words after other lowercase words are no mnemonic, even when a real
+    # mnemonic elsewhere in the text lets the cheap first look through.
+    tail = other + " ".join(words[12:23])
+    assert redact(" ".join(words[:12]) + ", " + tail) == "<redacted>, " + tail
 
 
 def test_quotes_that_nest_ambiguously_never_uncover_a_secret() -> None:
@@ -261,6 +274,11 @@ VALUES_REDACTED: list[tuple[str, str]] = [
     ("token=['S3crA'] rest", "token=<redacted> rest"),  # a closer right after a quote
     ("token=[S3crA\\x] rest", "token=<redacted> rest"),  # a closer right after an escape
     ("token=[AXB, S3crB] rest", "token=<redacted> rest"),  # bare words inside
+    # a quote followed by a word character does not close a quoted value
+    ('token="S3crA"S3crB" rest', "token=<redacted> rest"),
+    ("secret=XS3crA rest", "secret=<redacted> rest"),
+    # a name inside a value whose own value starts where that value stopped
+    ("secret=xtoken='S3crB' rest", "secret=<redacted> rest"),
     # unclosed or mismatched brackets and quotes: everything after is the value
     ("token=['S3crB rest", "token=<redacted>"),
     ("token=[(S3crB]) rest", "token=<redacted>"),
@@ -300,6 +318,7 @@ def test_values_are_redacted_exactly(text: str, expected: str) -> None:
         ("İ API_KEY=S3crA end", "İ API_KEY=<redacted> end"),
         ("İİİ token=S3crA end", "İİİ token=<redacted> end"),
         ("İstanbul, Authorization: Bearer S3crA", "İstanbul, Authorization: <redacted>"),
+        ("İ" * 20 + " token=S3crA end", "İ" * 20 + " token=<redacted> end"),
     ],
 )
 def test_a_letter_whose_lower_case_is_longer_shifts_nothing(text: str, expected: str) -> None:

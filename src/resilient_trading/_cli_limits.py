@@ -19,7 +19,12 @@ from typing import Any
 
 from resilient_trading import _limiter_compact as compact
 from resilient_trading import _limiter_rules as rules
-from resilient_trading._errors import LockTimeoutError, NetworkError, StateCorruptedError
+from resilient_trading._errors import (
+    LockTimeoutError,
+    NetworkError,
+    ResilienceError,
+    StateCorruptedError,
+)
 from resilient_trading._ratelimit import LimiterStatus, status_of
 from resilient_trading.backends import FileState
 
@@ -71,6 +76,28 @@ def read_file_status(path: str, lock_timeout: float = 5.0) -> LimiterStatus:
     return status_of(parsed, now, wall, path)
 
 
+def read_address_status(path: str) -> dict[str, Any] | None:
+    """The status of a Hyperliquid ``AddressBudget`` file (used, cap, actions per hour, runway),
+    or ``None`` when ``path`` holds something else. Never creates a file."""
+    if not os.path.isfile(path):
+        return None
+    state = FileState(path)
+    try:
+        raw = state.read()
+    except ResilienceError:
+        return None  # not readable as a budget record: the rate-budget reader says why
+    finally:
+        state.close()
+    if not (isinstance(raw, dict) and "cap" in raw and "horizon_end" in raw):
+        return None
+    from resilient_trading.presets.hyperliquid import AddressStatus
+
+    status = AddressStatus.of_record(raw, location=path, now=time.time())
+    out = status.to_json()
+    out["summary"] = status.summary()
+    return out
+
+
 def read_redis_status(url: str, key: str, timeout: float = 2.0) -> LimiterStatus:
     """The status of a Redis budget, read by the same Lua script the limiters run."""
     from resilient_trading._limiter_redis import RedisBudget
@@ -93,6 +120,10 @@ def _status(args: argparse.Namespace) -> int:
     if args.redis:
         status = read_redis_status(args.redis, args.key, args.timeout)
     elif path:
+        address = read_address_status(path)
+        if address is not None:
+            print(json.dumps(address, indent=2, sort_keys=True))
+            return 0
         status = read_file_status(path, args.lock_timeout)
     else:
         raise ValueError("give a state file (PATH or --state) or --redis URL --key K")

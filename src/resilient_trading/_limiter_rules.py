@@ -404,11 +404,9 @@ class BadState(ValueError):
 
 
 def _int(value: Any, where: str, *, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            value = int(value)
-        else:
-            raise BadState(where, f"expected an integer, found {value!r}")
+    whole_float = isinstance(value, float) and math.isfinite(value) and value.is_integer()
+    if (isinstance(value, bool) or not isinstance(value, int)) and not whole_float:
+        raise BadState(where, f"expected an integer, found {value!r}")
     if value < minimum:
         raise BadState(where, f"expected an integer >= {minimum}, found {value!r}")
     if value > 2**62:

@@ -26,6 +26,7 @@ What counts as a secret (each shape has a test that fails when its rule is delet
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from resilient_trading._bip39 import WORDS
@@ -69,8 +70,9 @@ _LINE = re.compile(r"[^\r\n]*")  # to the end of the line, quotes included: neve
 # A quoted value ends at a quote no backslash escapes, at whatever depth of escaping (text
 # quoted again, a repr of a repr, doubles the backslashes before an inner quote), and that no
 # word character follows (``"x | b="y"``: the quote before ``y`` opens, it does not close).
+_QUOTES = ('"', "'")
 _QUOTED = {
-    q: re.compile(q + r"(?:[^" + q + r"\\]|\\+[^\\]|" + q + r"(?=\w))*" + q, re.S) for q in "\"'"
+    q: re.compile(q + r"(?:[^" + q + r"\\]|\\+[^\\]|" + q + r"(?=\w))*" + q, re.S) for q in _QUOTES
 }
 _BACKSLASHES = re.compile(r"\\+.", re.S)
 # An escaped string closes with the same run of backslashes as it opened with, exactly.
@@ -93,7 +95,7 @@ def _balanced(text: str, start: int) -> int:
     i, n = start + 1, len(text)
     while i < n:
         c = text[i]
-        if c in "\"'":
+        if c in _QUOTES:
             m = _QUOTED[c].match(text, i)
             if m is None:
                 return n
@@ -123,7 +125,7 @@ def _value_end(text: str, i: int, name: str) -> int:
             return m.end()
         if _ESCAPED_OPEN.match(text, i):
             return len(text)  # an escaped string cut short: everything after is its value
-    if c in "\"'":
+    if c in _QUOTES:
         m = _QUOTED[c].match(text, i)
         return m.end() if m is not None else len(text)
     if c in _CLOSERS:
@@ -204,19 +206,15 @@ def _may_hold_mnemonic(text: str) -> bool:
 def _redact_mnemonic(m: re.Match[str]) -> str:
     """Replace each run of 12+ BIP-39 words inside a run of short lowercase words."""
     text = m.group(0)
-    words = list(_LOWER_WORD.finditer(text))
     out: list[str] = []
     cursor = 0
-    i = 0
-    while i < len(words):
-        j = i
-        while j < len(words) and words[j].group(0) in WORDS:
-            j += 1
-        if j - i >= 12:
-            out.append(text[cursor : words[i].start()])
+    words = _LOWER_WORD.finditer(text)
+    for is_word, group in itertools.groupby(words, key=lambda w: w.group(0) in WORDS):
+        run = list(group)
+        if is_word and len(run) >= 12:
+            out.append(text[cursor : run[0].start()])
             out.append(REDACTED)
-            cursor = words[j - 1].end()
-        i = max(j, i + 1)
+            cursor = run[-1].end()
     out.append(text[cursor:])
     return "".join(out)
 
@@ -247,12 +245,13 @@ def redact(text: str) -> str:
 def _as_text(obj: object) -> str:
     if isinstance(obj, str):
         return obj
-    for render in (str, repr):
+    try:
+        return str(obj)
+    except Exception:  # a broken __str__: show the repr instead
         try:
-            return render(obj)
-        except Exception:  # a broken __str__ (or __repr__): try the next rendering
-            continue
-    return f"<unprintable {type(obj).__name__}>"
+            return repr(obj)
+        except Exception:  # a broken __repr__ too: show the type
+            return f"<unprintable {type(obj).__name__}>"
 
 
 def safe_text(obj: object, limit: int | None = None) -> str:

@@ -198,10 +198,11 @@ class Decisions:
             self._cancel_item(operation, index, request, by_cloid=by_cloid)
             for index, request in enumerate(requests)
         ]
-        send_batch = self._inner.bulk_cancel_by_cloid if by_cloid else self._inner.bulk_cancel
+        inner = self._inner
 
         def send(batch: tuple[Item, ...]) -> Any:
-            return send_batch([i.request for i in batch])
+            cancels = [i.request for i in batch]
+            return inner.bulk_cancel_by_cloid(cancels) if by_cloid else inner.bulk_cancel(cancels)
 
         return self._decided(operation, items, send, answer_type="cancel", single=single)
 
