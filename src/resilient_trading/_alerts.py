@@ -21,6 +21,10 @@ for. A webhook's URL can hold a token (Telegram's does): it never appears in a l
 ``"slack"`` (``{"text": ...}`` for an incoming webhook), ``"discord"`` (``{"content": ...}``),
 ``"telegram"`` (``{"chat_id": ..., "text": ...}`` to
 ``https://api.telegram.org/bot<token>/sendMessage``; give ``chat_id``).
+
+Why this module is long: it is one pipeline from event to webhook (what is news, the flapping
+window, the bounded queue, the delivery thread with its retries, four payload formats), and its
+parts share one lock, one queue and the pending count that ``flush`` and ``close`` wait on.
 """
 
 from __future__ import annotations

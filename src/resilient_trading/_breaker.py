@@ -24,7 +24,7 @@ returned (or the call's own error raised) and the failure to record is logged an
 the listeners' ``outcome_not_recorded`` hook. If admission cannot be read, the call is refused
 with a typed error before ``fn`` runs.
 
-Longer than most modules here (about half of it docstrings) because it is one idea: the shell
+Why this module is long: it is one idea (about a fifth of it docstrings), the shell
 that carries a call through admit, call and settle, sync and async, with the cancellation and
 listener rules that go with it. The decisions are in ``_breaker_rules.py``; the pybreaker
 adapter is in ``_pybreaker.py``.
@@ -53,6 +53,7 @@ from resilient_trading._breaker_rules import (
 )
 from resilient_trading._classify import classify
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
+from resilient_trading._decorate import guard_decorator
 from resilient_trading._errors import (
     CircuitOpenError,
     CriticalError,
@@ -584,19 +585,7 @@ class CircuitBreaker:
 
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
         """Use the breaker as a decorator (sync or async functions)."""
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await self.call_async(fn, *args, **kwargs)
-
-            return async_wrapper  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            return self.call(fn, *args, **kwargs)
-
-        return wrapper
+        return guard_decorator(fn, self.call, self.call_async)
 
     def __repr__(self) -> str:
         return (

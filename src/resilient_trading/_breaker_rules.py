@@ -25,6 +25,10 @@ The JSON layout (``to_json`` / ``from_json``) is the one written since the first
      "opened_at": 1700000000.0, "trial_started": null, "trips": 1}
 
 plus ``successes`` for a pybreaker breaker kept by ``PybreakerStorage``.
+
+Why this module is long: the five rules and the record they read and write change together (a rule's
+clock handling depends on which times the record keeps), and about a third of it is that record's
+checked JSON parser, which must name what is wrong with a damaged entry.
 """
 
 from __future__ import annotations

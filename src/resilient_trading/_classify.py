@@ -10,6 +10,11 @@ their documented attributes. The rules are tried in this order:
 4. HTTP status errors of ``requests`` / ``httpx`` (by status code and ``Retry-After``);
 5. timeouts, then connection errors, of ``requests`` / ``httpx`` / ``urllib3`` / the stdlib;
 6. anything else: a plain :class:`CriticalError` (fail safe).
+
+Why this module is long: the rules above are one ordered list and the order is the meaning (the SDK
+before plain HTTP, a refused connection before a timeout), so the public ``classify_*`` entry
+points, ``Retry-After`` parsing and the tables of each client's exception names are kept where that
+order can be read; the exchange's message texts are in ``_classify_messages.py``.
 """
 
 from __future__ import annotations

@@ -33,6 +33,10 @@ Messages never contain secrets: every message is passed through :func:`redact` (
 keys, signatures, credential headers, cookies, URL passwords, mnemonics) *before* it is cut
 to :data:`MESSAGE_LIMIT` characters. Every error pickles with its attributes (so it crosses a
 ``ProcessPoolExecutor``), subclasses included.
+
+Why this module is long: it is the whole error tree, nineteen short classes read together as one
+contract (which branch means retry, settle or stop); about a third is their docstrings, and the rest
+is the redaction, checks and pickling they share.
 """
 
 from __future__ import annotations

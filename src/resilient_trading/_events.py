@@ -13,6 +13,10 @@ two adapters turn their existing hooks into events: :class:`BreakerEvents` (a br
 listener: ``CircuitBreaker(listeners=[BreakerEvents()])``) and :func:`retry_events` (a
 ``RetryPolicy(on_retry=retry_events("place order"))`` callback).
 
+Why this module is long: it is the catalogue of events: nine frozen event types, each documenting
+every ``kind`` it can carry, kept in one place because the listeners (metrics, alerts, your logs)
+match on them; the bus and the two adapters are short.
+
 Example:
     >>> seen = []
     >>> remove = add_listener(seen.append)

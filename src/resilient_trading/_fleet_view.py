@@ -14,6 +14,11 @@ address budget (``"version": 1``) or the halt flag.
 Files it does not recognise (a nonce floor, your own) are left out. In Redis it reads the
 keys the primitives use: ``resilient-trading:breaker:*``, ``resilient-trading:limiter:{*}``,
 ``address-budget:*`` and ``resilient-trading:halt``.
+
+Why this module is long: it reads every kind of shared item (breakers, rate budgets, address
+budgets, stores, the halt flag) from both homes, a directory and Redis, recognising each stored
+form, and its typed views are the one contract that ``status --json`` and the metrics read; the
+parsing itself stays with each item's owner.
 """
 
 from __future__ import annotations

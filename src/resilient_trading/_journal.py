@@ -22,6 +22,11 @@ day changes) renames ``PATH`` to ``PATH.YYYYMMDD-N.jsonl`` under that lock; ``N`
 with every rotation, so the order of the files never depends on the clock. Readers take the
 lock just long enough to open every file, so they see every record exactly once across a
 rotation.
+
+Why this module is long: the writer and the readers are two halves of one crash-safety protocol (the
+self-checking line, the torn-last-line rule, rotation's names and the ``flock``): the writer cuts
+what readers skip, and readers lock to see each record once across a rotation, so either half must
+be read against the other.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ lives in :mod:`resilient_trading._storefile`.
 
 What it does not do: lock across machines, or on NFS and other network file systems, where
 ``flock`` is not reliable. For state shared by several machines use the Redis homes.
+
+Why this module is long: it is one class whose transaction must be read as a whole: the sync and
+async transactions with their lock, nesting, fork and cancellation rules, the events on lock waits,
+and ``restore_backup`` under the same lock; about a quarter is docstrings, and the codec, the atomic
+write and reading live elsewhere.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ When Redis cannot be reached (``on_error="fallback"``, the default), the budget 
    admissions of the last window back, plus a reserve covering sharers still on their local
    share for one backoff interval and one window, then resumes sharing the budget.
 
-Why one module over 300 lines: about half of it is the Lua script, kept next to the Python that
+Why this module is long: about half of it is the Lua script, kept next to the Python that
 calls it so the argument order of the two cannot drift apart.
 """
 

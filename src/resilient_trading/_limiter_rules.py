@@ -18,7 +18,7 @@ for line) runs the same rule inside one state transaction:
 An entry counts ``period + in_flight`` after its reserved time (see :class:`Ring`), so a
 request still travelling to the exchange stays in our window until the exchange has counted it.
 
-Why one module over 300 lines: the rule, its bounded state and that state's validated JSON form
+Why this module is long: the rule, its bounded state and that state's validated JSON form
 must change together (the Redis script mirrors all three); about a third is the JSON checks.
 """
 

@@ -52,6 +52,10 @@ restores), ``resilient_trading_store_lock_wait_seconds`` (histogram),
 ``resilient_trading_deadman_events_total{kind}``, ``resilient_trading_feed_events_total{kind}``,
 ``resilient_trading_feed_gap_filled_total``,
 ``resilient_trading_halt_changes_total{state}``, ``resilient_trading_alerts_total{state}``.
+
+Why this module is long: it is the catalogue of every metric: each name, help text and label set is
+declared one by one (twenty shared-state families, sixteen in-process ones), and the table above
+documents each of them.
 """
 
 from __future__ import annotations

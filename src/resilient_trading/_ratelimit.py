@@ -16,8 +16,10 @@ host), so wall-clock steps cannot admit an extra budget. The Redis budget runs o
 server's clock; a step *back* there is detected and healed, a step forward cannot be told from
 idle time (run the Redis host with a slewing NTP client).
 
-Why one module over 300 lines: most of it is the public classes' docstrings and argument
-checks; the decisions live in :mod:`resilient_trading._limiter_rules`.
+Why this module is long: it is the public face of the limiter (``RateLimit``, ``RateLimiter``,
+its status types) with their docstrings and argument checks, plus the one sync/async shell
+around a reservation (wait, cancel, give back); the decisions live in
+:mod:`resilient_trading._limiter_rules`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ count reaches the cap, the address is *throttled*: one action per ``throttle_int
 (11 s, one more than the exchange's 10), cancels and closes first, until a sync shows
 headroom. The decisions are pure functions of the stored record (:func:`decide`); the state
 lives behind :func:`resilient_trading.backends.open_state` (memory, a file, Redis).
+
+Why this module is long: it models one exchange rule end to end: the stored record with its checked
+JSON form, the pure pacing and throttling decisions, the status that ``status`` and the metrics
+read, and the shell that runs the decisions on shared state.
 """
 
 from __future__ import annotations

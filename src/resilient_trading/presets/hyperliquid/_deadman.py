@@ -16,6 +16,10 @@ Two modes, chosen when the switch is armed:
 
 A clean :meth:`DeadMansSwitch.stop` disarms both (the orders stay: stopping is a decision,
 not a death). ``kill -9``, a power cut or a hung process stops the beats: the orders go.
+
+Why this module is long: it holds both halves of the switch, the bot's side (arming, re-arming
+against the address budget, falling back) and the watchdog process that acts when the bot falls
+silent, because both depend on one heartbeat record and one staleness rule.
 """
 
 from __future__ import annotations

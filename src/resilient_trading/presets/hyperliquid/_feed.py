@@ -18,6 +18,10 @@ One connection to ``/ws`` (the ``websockets`` library's asyncio client), kept al
 Sync bots call :meth:`Feed.start` (the loop runs in one thread, callbacks run there) and
 :meth:`Feed.stop`; async code uses ``async with Feed(...)`` and callbacks run on its loop
 (a callback may be a coroutine function).
+
+Why this module is long: one connection's life is one asyncio state machine (supervise, connect,
+serve, ping and staleness watchdog, read, deliver, gap fill), and every step reads and changes the
+same connection, subscription table and de-duplication sets, so it is read as a whole.
 """
 
 from __future__ import annotations
