@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -228,3 +230,125 @@ def test_an_unreachable_shared_count_never_lets_a_connection_through_uncounted(
         wait_for(lambda: caplog.text.count("cannot count the new connection") >= 2)
         assert feed.connections == 0 and not feed.fresh()
     assert sim.ws.counters["ws_connections"] == 0
+
+
+def record_client_messages(sim: Simulator) -> list[float]:
+    """Arrival times (monotonic) at the simulator of every message any client sent."""
+    times: list[float] = []
+    original = sim.ws._on_text
+
+    def on_text(conn: Any, text: str) -> None:
+        times.append(time.monotonic())
+        original(conn, text)
+
+    sim.ws._on_text = on_text  # type: ignore[method-assign]
+    return times
+
+
+def test_two_feeds_sharing_a_state_never_send_more_messages_per_window_than_the_cap(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    cap, window = 6, 1.0
+    arrivals = record_client_messages(sim)
+    shared: dict[str, Any] = {
+        "state_path": str(tmp_path / "ws.json"),
+        "max_messages": cap,
+        "message_window": window,
+        **FAST,
+        "ping_interval": 0.05,  # 40 pings a second between them without the cap
+        "pong_timeout": 3.0,
+    }
+    feeds = [Feed(sim.base_url, **shared) for _ in range(2)]  # two bots, one IP
+    for feed in feeds:
+        feed.subscribe({"type": "allMids"}, ignore)
+        feed.start()
+    try:
+        wait_for(lambda: len(arrivals) >= 2 * cap + 2, timeout=8.0)  # three windows' worth
+    finally:
+        for feed in feeds:
+            feed.stop()
+    # admission is counted at send time; allow 50 ms of delivery jitter on the window
+    for start in arrivals:
+        inside = [t for t in arrivals if start <= t < start + window - 0.05]
+        assert len(inside) <= cap, (len(inside), arrivals)
+
+
+def test_a_connection_beyond_the_shared_open_cap_waits_until_a_slot_frees(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    shared: dict[str, Any] = {
+        "state_path": str(tmp_path / "ws.json"),
+        "max_connections": 2,
+        "connection_ttl": 5.0,  # long: the slot must free by release, not by expiry
+        **FAST,
+    }
+    feeds = [Feed(sim.base_url, **shared) for _ in range(3)]
+    try:
+        for feed in feeds:
+            feed.subscribe({"type": "allMids"}, ignore)
+            feed.start()
+        wait_for(lambda: sum(f.connections for f in feeds) == 2)
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:  # the third keeps waiting, the server sees two
+            assert sim.ws.active() <= 2
+            assert sum(f.connections for f in feeds) == 2
+            time.sleep(0.02)
+        holder = next(f for f in feeds if f.connections == 1)
+        waiter = next(f for f in feeds if f.connections == 0)
+        holder.stop()
+        took = wait_for(lambda: waiter.connections == 1)
+        assert took < 1.5, took  # it looks again every ttl / 10 (0.5 s)
+        assert sim.ws.counters["ws_refused_limit"] == 0
+    finally:
+        for feed in feeds:
+            feed.stop()
+
+
+HOLDER = """
+import sys, time
+from resilient_trading.presets.hyperliquid import Feed
+feed = Feed(sys.argv[1], state_path=sys.argv[2], max_connections=1, connection_ttl=1.0,
+            backoff_initial=0.05, backoff_max=0.2)
+feed.subscribe({"type": "allMids"}, lambda m: None)
+feed.start()
+while feed.connections == 0:
+    time.sleep(0.01)
+print("connected", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_holders_slot_expires_and_frees_the_connection_cap(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    state = str(tmp_path / "ws.json")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, sim.base_url, state], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "connected"
+        feed = Feed(sim.base_url, state_path=state, max_connections=1, connection_ttl=1.0, **FAST)
+        feed.subscribe({"type": "allMids"}, ignore)
+        with feed:
+            deadline = time.monotonic() + 1.2  # past one ttl: the live holder refreshes its slot
+            while time.monotonic() < deadline:
+                assert feed.connections == 0
+                time.sleep(0.02)
+            holder.kill()  # SIGKILL: no release, the slot must expire
+            holder.wait()
+            took = wait_for(lambda: feed.connections == 1)
+            assert took < 1.0 + 0.5, took  # ttl, plus one look every ttl / 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_subscriptions_beyond_the_cap_are_refused_and_resubscribing_one_is_not_counted() -> None:
+    feed = Feed("http://127.0.0.1:1", max_subscriptions=2)
+    feed.subscribe({"type": "l2Book", "coin": "ETH"}, ignore)
+    feed.subscribe({"type": "l2Book", "coin": "BTC"}, ignore)
+    feed.subscribe({"type": "l2Book", "coin": "eth"}, print)  # the same one: a second callback
+    with pytest.raises(ValueError, match=r"max_subscriptions=2"):
+        feed.subscribe({"type": "trades", "coin": "SOL"}, ignore)
+    assert len(feed.status()) == 2

@@ -12,9 +12,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from resilient_trading.presets.hyperliquid._feed_rules import (
     WatchInput,
     admit_connection,
+    admit_message,
+    admit_open,
     backoff_delay,
     identifier,
     message_identifier,
+    refresh_open,
+    release_open,
     watch,
 )
 
@@ -136,3 +140,98 @@ def test_every_message_routes_to_the_subscription_that_asked_for_it(
         assert identifier(subscription) == message_identifier(message)
     assert message_identifier({"channel": "pong"}) is None
     assert message_identifier({"channel": "trades", "data": []}) is None
+
+
+@given(st.lists(st.floats(0.0, 1e6), max_size=40), st.integers(1, 10))
+def test_messages_sent_stay_under_their_cap_and_keep_the_other_parts(
+    gaps: list[float], limit: int
+) -> None:
+    state: Any = [5.0]  # the older format: a bare list of new-connection times
+    now, sent = 0.0, []
+    for gap in gaps:
+        now += gap % 5
+        state, wait = admit_message(state, now, limit=limit, window=10.0)
+        if wait == 0:
+            sent.append(now)
+        else:
+            assert 0 < wait <= 10.0
+        assert state["new"] == [5.0]  # the new-connection count is not touched
+    for start in sent:
+        assert sum(1 for t in sent if start <= t < start + 10.0) <= limit
+
+
+class OpenConnections(RuleBasedStateMachine):
+    """Feeds open, refresh (every ttl / 3 while alive), close and die (``kill -9``: they stop
+    refreshing and their connection is gone). Connections alive at once never exceed the
+    cap, and a dead holder's slot frees itself within ``ttl``."""
+
+    limit, ttl = 3, 3.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.state: Any = None
+        self.now = 1000.0
+        self.connected: set[str] = set()
+        self.dead_at: dict[str, float] = {}
+        self.count = 0
+
+    @rule()
+    def open(self) -> None:
+        self.count += 1
+        token = f"t{self.count}"
+        self.state, wait = admit_open(
+            self.state, self.now, token, limit=self.limit, ttl=self.ttl, new_limit=1000,
+            new_window=60.0,
+        )  # fmt: skip
+        if wait == 0:
+            self.connected.add(token)
+        else:
+            assert len(self.connected) + len(self.dead_at) >= self.limit
+
+    @rule(data=st.data())
+    def close(self, data: st.DataObject) -> None:
+        if self.connected:
+            token = data.draw(st.sampled_from(sorted(self.connected)))
+            self.connected.discard(token)
+            self.state, _ = release_open(self.state, self.now, token, ttl=self.ttl)
+
+    @rule(data=st.data())
+    def kill(self, data: st.DataObject) -> None:
+        if self.connected:
+            token = data.draw(st.sampled_from(sorted(self.connected)))
+            self.connected.discard(token)
+            self.dead_at[token] = self.now
+
+    @rule(step=st.floats(0.0, 1.0))  # at most ttl / 3 between two refreshes of a live holder
+    def tick(self, step: float) -> None:
+        self.now += step
+        for token in sorted(self.connected):
+            self.state, held = refresh_open(
+                self.state, self.now, token, limit=self.limit, ttl=self.ttl
+            )
+            assert held  # a holder refreshing in time never loses its slot
+        for token, when in list(self.dead_at.items()):
+            if self.now - when >= self.ttl:
+                # expired: the slot no longer counts
+                assert self.state.get("open", {}).get(token, 0.0) <= self.now
+                del self.dead_at[token]
+
+    @invariant()
+    def never_more_than_the_cap(self) -> None:
+        assert len(self.connected) <= self.limit
+        if self.state is not None:
+            assert len(self.state.get("open", {})) <= self.limit
+
+
+OpenConnections.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestOpenConnections = OpenConnections.TestCase
+
+
+def test_a_clock_step_back_cannot_strand_a_slot_beyond_its_ttl() -> None:
+    state, wait = admit_open(None, 5000.0, "a", limit=1, ttl=2.0, new_limit=9, new_window=60.0)
+    assert wait == 0
+    # the wall clock steps back an hour: the slot still frees within ttl of the new "now"
+    state, wait = admit_open(state, 1400.0, "b", limit=1, ttl=2.0, new_limit=9, new_window=60.0)
+    assert 0 < wait <= 2.0
+    state, wait = admit_open(state, 1402.5, "b", limit=1, ttl=2.0, new_limit=9, new_window=60.0)
+    assert wait == 0

@@ -54,11 +54,12 @@ from resilient_trading import (
     CircuitOpenError,
     CriticalError,
     Halt,
+    Journal,
     ResilienceError,
     TransientError,
 )
 
-__all__ = ["Bot", "Plan", "main"]
+__all__ = ["Bot", "Plan", "finished", "main", "read_history"]
 
 log = logging.getLogger("bot")
 
@@ -127,6 +128,8 @@ class Bot:
         self._connect = connect
         self.state_dir = state_dir
         self.store = open_state(state_dir / "state.json")
+        #: Finished orders, moved out of the live state (see :meth:`_archive`).
+        self.history = Journal(state_dir / "history.jsonl")
         self.strategies = build_strategies(config.trend, config.mean_reversion)
         self.clock = clock
         self.stopping = False
@@ -355,7 +358,25 @@ class Bot:
             state.pnl = state.pnl.model_copy(update={"equity": equity, "start_equity": start})
             if plan.newest_candle is not None:
                 state.last_candle = plan.newest_candle
+            self._archive(state)
             self._fold(state)
+
+    def _archive(self, state: BotState) -> None:
+        """Move the finished orders out of the live state, inside the step's commit.
+
+        Finished: see :func:`finished` (a filled entry waits for its own exits). Each is
+        appended to :attr:`history` FIRST (durable when ``append_many`` returns), THEN dropped
+        from ``state``, which the enclosing transaction commits. A crash between the two
+        leaves an order in both places, never in neither; the next commit appends it again,
+        so :func:`read_history` keeps the last record of each cloid.
+        """
+        done = finished(state.orders)
+        if not done:
+            return
+        self.history.append_many(
+            {"cloid": cloid, **state.orders[cloid].model_dump()} for cloid in done
+        )
+        state.orders = {c: o for c, o in state.orders.items() if c not in done}
 
     def execute(self, plan: Plan) -> None:
         """Send what the plan decided (its intents are saved), then save what came back."""
@@ -391,6 +412,7 @@ class Bot:
                 if cloid in orders:
                     orders[cloid] = orders[cloid].settled(placed.status, placed.oid)
             state.orders = orders
+            self._archive(state)
             self._fold(state)
 
     def close_position(self) -> Placed | None:
@@ -415,6 +437,10 @@ class Bot:
 
     def _ms(self) -> int:
         return int(self.clock() * 1000)
+
+    def close(self) -> None:
+        """Release the history journal's file and lock."""
+        self.history.close()
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -493,6 +519,28 @@ class Bot:
             + (f" last_error={self.last_error[:80]!r}" if self.last_error else ""),
             flush=True,
         )
+
+
+def finished(orders: dict[str, Order]) -> list[str]:
+    """The cloids of orders the bot no longer acts on: filled (an entry only once its own
+    exits, saved with it in one step, are settled), unfilled, rejected, canceled, never_placed."""
+    exits_live = {(o.coin, o.t) for o in orders.values() if o.live and o.kind in ("tp", "sl")}
+    return [
+        cloid
+        for cloid, order in orders.items()
+        if not order.live and not (order.kind == "entry" and (order.coin, order.t) in exits_live)
+    ]
+
+
+def read_history(history: Journal) -> dict[str, Order]:
+    """Every finished order in ``history`` by cloid, once each (a crash between the append
+    and the live state's commit appends an order twice: the last record wins)."""
+    orders: dict[str, Order] = {}
+    for entry in history.iter_records():
+        record = dict(entry.record)
+        cloid = str(record.pop("cloid"))
+        orders[cloid] = Order.model_validate(record)
+    return orders
 
 
 def _apply(
@@ -629,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"cannot read the halt flag: {exc}", file=sys.stderr)
         return 2
+    bot: Bot | None = None
     try:
         bot = Bot(config, None, state_dir, connect=connect, halt=halt)
         signal.signal(signal.SIGTERM, lambda *_: setattr(bot, "stopping", True))
@@ -640,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         halt.close()
+        if bot is not None:
+            bot.close()
         for gateway in gateways:
             gateway.close()
     print(json.dumps({"bot": "stopped", "state": str(state_dir / "state.json")}))

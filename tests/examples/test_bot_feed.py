@@ -127,6 +127,9 @@ def test_a_stale_feed_refuses_entries_and_a_missed_fill_is_recovered_once(tmp_pa
             want.set()
             until(lambda: _step(bot).counters.entries_refused >= 1, "a refused entry")
             assert sim.snapshot()["orders_placed"] == 0
+            # The gate reads the age at once; the feed's watchdog counts the stale period on
+            # its next tick: wait for it before the server speaks again.
+            until(lambda: gw.status().ws_stale_periods >= 1, "the stale period counted")
             sim.ws.freeze(False)
             want.clear()
             until(lambda: gw.entries_blocked() is None, "the gate to open again")

@@ -70,7 +70,7 @@ RUNNER = """
 import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from examples.hyperliquid_bot.bot import Bot
+from examples.hyperliquid_bot.bot import Bot, read_history
 from examples.hyperliquid_bot.config import load_config
 from examples.hyperliquid_bot.exchange import Gateway
 from examples.hyperliquid_bot.strategies import Signal
@@ -94,7 +94,8 @@ while True:
     before = bot.store.read().counters
     bot.step()
     after = bot.store.read()
-    entered = sum(o.kind == "entry" for o in after.orders.values())
+    every = {**read_history(bot.history), **after.orders}  # finished orders: the history
+    entered = sum(o.kind == "entry" for o in every.values())
     closed = bot.close_position() is not None
     print(json.dumps({
         "halted": bot.halted is not None,

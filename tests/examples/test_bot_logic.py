@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from examples.hyperliquid_bot.bot import Bot
+from examples.hyperliquid_bot.bot import Bot, finished, read_history
 from examples.hyperliquid_bot.config import BotConfig
 from examples.hyperliquid_bot.state import (
     SCHEMA_VERSION,
@@ -43,7 +43,7 @@ from examples.hyperliquid_bot.venue import (
     RestingOrder,
     VenueStatus,
 )
-from resilient_trading import CircuitOpenError, ExchangeUnavailableError, LockedJsonStore
+from resilient_trading import CircuitOpenError, ExchangeUnavailableError, Journal, LockedJsonStore
 
 EQUITY = 10_000.0
 #: The largest entry the bot can make here: min(equity * leverage, max_position_usd) / price,
@@ -252,12 +252,37 @@ def make_bot(venue: FakeVenue, state_dir: Path, side: str = "long") -> Bot:
     return bot
 
 
+class CrashingJournal(Journal):
+    """The real journal; when ``crash`` holds ``True``, the process dies right after an
+    append is durable, before the live state's commit (the window the order is in both)."""
+
+    def __init__(self, path: Path, crash: list[bool]) -> None:
+        super().__init__(path)
+        self.crash = crash
+
+    def append_many(self, records: Any) -> None:
+        super().append_many(records)
+        if self.crash[0]:
+            self.crash[0] = False
+            raise Crash
+
+
+def history_cloids(bot: Bot) -> list[str]:
+    """The cloid of every line of the history, duplicates included."""
+    return [str(entry.record["cloid"]) for entry in bot.history.iter_records()]
+
+
 def state_agrees(bot: Bot, venue: FakeVenue) -> None:
     state = bot.store.read()
+    assert not finished(state.orders), "a finished order stayed in the live state"
+    history = read_history(bot.history)
+    assert not set(history) & set(state.orders), "an order in both after a clean commit"
+    assert set(venue.orders) <= set(history) | set(state.orders), "an order sent, then lost"
     assert state.position.szi == venue.szi
     exchange_open = {c for c, o in venue.orders.items() if o.status == "open"}
     assert set(state.live_orders()) == exchange_open
-    for cloid, order in state.orders.items():  # every order as the exchange knows it
+    every = {**read_history(bot.history), **state.orders}  # finished orders are in the history
+    for cloid, order in every.items():  # every order as the exchange knows it
         known = venue.orders.get(cloid)
         assert order.status == (known.status if known else "never_placed"), cloid
 
@@ -393,7 +418,8 @@ def test_the_venue_refusal_is_a_backstop_when_the_check_races(tmp_path: Path) ->
         bot.execute(plan)
     assert venue.szi == 0 and not venue.sent
     bot.reconcile()  # the intents were never sent: the exchange never heard of them
-    assert {o.status for o in bot.store.read().orders.values()} == {"never_placed"}
+    assert not bot.store.read().orders  # finished: moved to the history
+    assert {o.status for o in read_history(bot.history).values()} == {"never_placed"}
 
 
 # --- counters: one commit per step -------------------------------------------------------------
@@ -620,6 +646,62 @@ def test_grouped_answers_waiting_for_their_entry_are_open() -> None:
     assert [p.status for p in _placed(requests, {"status": "ok"})] == ["pending"] * 3
 
 
+# --- bounded live state: finished orders move to the history (issue #15) ---------------------
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(rounds=st.integers(min_value=1, max_value=12), take_profit=st.lists(st.booleans()))
+def test_finished_orders_move_to_the_history_and_the_live_state_stays_small(
+    tmp_path_factory: pytest.TempPathFactory, rounds: int, take_profit: list[bool]
+) -> None:
+    venue = FakeVenue()
+    bot = make_bot(venue, tmp_path_factory.mktemp("bot"))
+    bot.start()
+    for i in range(rounds):
+        bot.step()  # an entry (filled at once) with its take-profit and stop-loss
+        assert len(bot.store.read().orders) <= 3
+        tp = i < len(take_profit) and take_profit[i]
+        venue.move(104.5 if tp else 97.5)  # one exit fills, the other is left open
+        bot.step()  # flat: the other exit is canceled
+        venue.price = 100.0
+        bot.reconcile()
+        state = bot.store.read()
+        assert state.position.flat and not state.orders  # nothing left to act on
+    state_agrees(bot, venue)
+    cloids = history_cloids(bot)
+    assert len(cloids) == len(set(cloids)) == 3 * rounds  # each finished order, once
+    assert set(cloids) == set(venue.orders)
+    bot.close()
+
+
+def test_a_crash_between_the_append_and_the_commit_leaves_the_order_in_both(
+    tmp_path: Path,
+) -> None:
+    venue = FakeVenue()
+    crash = [False]
+    bot = make_bot(venue, tmp_path)
+    bot.history = CrashingJournal(tmp_path / "history.jsonl", crash)
+    bot.start()
+    bot.step()
+    venue.move(104.5)  # the take-profit fills, the stop is an orphan
+    crash[0] = True
+    with pytest.raises(Crash):
+        bot.step()  # appends the filled take-profit, dies before the commit
+    bot.history.close()
+    in_both = set(history_cloids(bot)) & set(bot.store.read().orders)
+    assert len(in_both) == 1  # in both places, never in neither
+    bot = make_bot(venue, tmp_path)  # a new process on the same files
+    bot.start()  # moves it again, then cancels the stop: the entry and stop follow
+    assert not bot.store.read().orders
+    cloids = history_cloids(bot)
+    assert len(cloids) == 4 and set(read_history(bot.history)) == set(venue.orders)
+    assert Counter(cloids)[in_both.pop()] == 2  # a line twice, read as one order
+    state_agrees(bot, venue)
+    bot.close()
+
+
 # --- whatever faults and crashes: never sent twice, and reconcile converges ------------------
 
 
@@ -633,13 +715,20 @@ class BotUnderFaults(RuleBasedStateMachine):
         self.dir = Path(self.tmp.name)
         self.venue = FakeVenue(price=90.0)
         self.side = "long"
-        self.bot = make_bot(self.venue, self.dir, self.side)
+        self.crash_archive = [False]
+        self.bot = self._new_bot()
+
+    def _new_bot(self) -> Bot:
+        bot = make_bot(self.venue, self.dir, self.side)
+        bot.history = CrashingJournal(self.dir / "history.jsonl", self.crash_archive)
+        return bot
 
     def _run(self, fn: Any) -> None:
         try:
             fn()
         except Crash:
-            self.bot = make_bot(self.venue, self.dir, self.side)  # restart on the same state
+            self.bot.close()
+            self.bot = self._new_bot()  # restart on the same state
         except (ExchangeUnavailableError, CircuitOpenError):
             pass  # the loop counts it and goes on
 
@@ -650,6 +739,10 @@ class BotUnderFaults(RuleBasedStateMachine):
     @rule(fault=st.sampled_from(["lost", "refused", "stop_refused", "crash_before", "crash_after"]))
     def arm(self, fault: str) -> None:
         self.venue.faults.append(fault)
+
+    @rule()
+    def arm_crash_between_history_and_commit(self) -> None:
+        self.crash_archive[0] = True
 
     @rule(price=st.floats(min_value=80.0, max_value=100.0))
     def move(self, price: float) -> None:
@@ -675,12 +768,19 @@ class BotUnderFaults(RuleBasedStateMachine):
         assert all(n == 1 for n in self.venue.sent.values()), self.venue.sent
 
     @invariant()
+    def every_order_is_live_or_in_the_history_and_the_live_state_is_small(self) -> None:
+        live = self.bot.store.read().orders
+        assert set(self.venue.orders) <= set(live) | set(read_history(self.bot.history))
+        assert len(live) <= 6, live
+
+    @invariant()
     def never_more_than_one_entry_of_exposure(self) -> None:
         assert abs(self.venue.szi) <= MAX_ENTRY + 1e-9
 
     def teardown(self) -> None:
         try:
             self.venue.faults.clear()
+            self.crash_archive[0] = False
             self.venue.blocked = None
             if not self.bot.started:
                 self.bot.start()
@@ -689,6 +789,7 @@ class BotUnderFaults(RuleBasedStateMachine):
             state_agrees(self.bot, self.venue)
             assert all(n == 1 for n in self.venue.sent.values())
         finally:
+            self.bot.close()
             self.tmp.cleanup()
 
 

@@ -2,9 +2,13 @@
 
 One connection to ``/ws`` (the ``websockets`` library's asyncio client), kept alive:
 
-- reconnect with exponential backoff and jitter (:func:`backoff_delay`); new connections are
-  counted on a :class:`~resilient_trading.backends.SharedState` (memory, a file, or Redis) so
-  every process sharing it stays under Hyperliquid's 30 new connections per minute per IP;
+- reconnect with exponential backoff and jitter (:func:`backoff_delay`); new connections,
+  open connections and messages sent are counted on one
+  :class:`~resilient_trading.backends.SharedState` (memory, a file, or Redis) so every process
+  sharing it stays under Hyperliquid's per-IP WebSocket limits together: 30 new connections per
+  minute, 10 open connections, 2000 messages sent per minute (each send waits for room);
+- at most 1000 subscriptions per feed (the 1001st is refused); the feed sends no ``post``
+  requests, so the 100-posts-in-flight limit does not apply to it;
 - every subscription is sent again after a reconnect;
 - ``{"method": "ping"}`` every ``ping_interval`` (the server closes a connection idle for 60 s);
   no ``pong`` within ``pong_timeout`` means the connection is dead: it is recycled;
@@ -33,6 +37,7 @@ import json
 import logging
 import random
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,15 +49,23 @@ from resilient_trading._events import AlertEvent, FeedEvent, emit, event_text, l
 from resilient_trading._validate import check_int, check_number, check_optional_number
 from resilient_trading.backends import SharedState, open_state
 from resilient_trading.presets.hyperliquid._feed_rules import (
+    CONNECTION_TTL,
+    MAX_CONNECTIONS,
+    MAX_MESSAGES_PER_MINUTE,
     MAX_NEW_CONNECTIONS,
+    MAX_SUBSCRIPTIONS,
+    MESSAGE_WINDOW,
     NEW_CONNECTION_WINDOW,
     StaleFeedError,
     SubState,
     WatchInput,
-    admit_connection,
+    admit_message,
+    admit_open,
     backoff_delay,
     identifier,
     message_identifier,
+    refresh_open,
+    release_open,
     watch,
 )
 
@@ -159,15 +172,27 @@ class Feed:
             charged to the REST budget) used for gap fill; ``None``: no gap fill.
         user: The address whose fills and orders are gap-filled (default: the ``user`` of a
             ``userFills``/``orderUpdates``/``userEvents`` subscription).
-        state_path / redis_url / key: Where the new-connection count is shared (see
-            :func:`~resilient_trading.backends.open_state`); neither: this process only.
-        max_new_connections / window: The cap (Hyperliquid: 30 per 60 s per IP).
+        state_path / redis_url / key: Where the connection and message counts are shared (see
+            :func:`~resilient_trading.backends.open_state`); neither: this process only. Give
+            every process on one IP the same one so they stay under the limits together.
+        max_new_connections / window: The new-connection cap (Hyperliquid: 30 per 60 s per IP).
+        max_connections: Open connections at once, shared (Hyperliquid: 10 per IP); a feed
+            finding every slot taken waits for one.
+        connection_ttl: An open connection's slot is refreshed every third of this while
+            connected and frees itself this long after its holder dies (``kill -9``).
+        max_messages / message_window: Messages sent (subscribes, unsubscribes, pings) per
+            window, shared (Hyperliquid: 2000 per 60 s per IP); a send waits for room.
+        max_subscriptions: Subscriptions of this feed (Hyperliquid: 1000 per IP); the next
+            one is refused with ``ValueError``.
         ping_interval: Seconds between pings (under the server's 60 s idle close).
         pong_timeout: A ping unanswered this long marks the connection dead.
         backoff_initial / backoff_max / jitter: Reconnect delays (see :func:`backoff_delay`).
         open_timeout: Seconds a connection handshake may take.
         clock: Time source (monotonic reading for ages, ``sleep_async`` for backoff).
         seed: Seeds the jitter (``None``: random).
+
+    The feed sends no ``post`` requests, so Hyperliquid's limit of 100 posts in flight does not
+    concern it.
 
     Example:
         >>> from resilient_trading.presets.hyperliquid import Feed
@@ -187,6 +212,11 @@ class Feed:
         key: str = "resilient-trading:hyperliquid:ws-connections",
         max_new_connections: int = MAX_NEW_CONNECTIONS,
         window: float = NEW_CONNECTION_WINDOW,
+        max_connections: int = MAX_CONNECTIONS,
+        connection_ttl: float = CONNECTION_TTL,
+        max_messages: int = MAX_MESSAGES_PER_MINUTE,
+        message_window: float = MESSAGE_WINDOW,
+        max_subscriptions: int = MAX_SUBSCRIPTIONS,
         ping_interval: float = 20.0,
         pong_timeout: float = 10.0,
         backoff_initial: float = 0.5,
@@ -201,6 +231,11 @@ class Feed:
         self.url = "ws" + base_url.rstrip("/")[len("http") :] + "/ws"
         self._max_new = check_int("max_new_connections", max_new_connections, minimum=1)
         self._window = check_number("window", window)
+        self._max_open = check_int("max_connections", max_connections, minimum=1)
+        self._ttl = check_number("connection_ttl", connection_ttl)
+        self._max_messages = check_int("max_messages", max_messages, minimum=1)
+        self._message_window = check_number("message_window", message_window)
+        self._max_subs = check_int("max_subscriptions", max_subscriptions, minimum=1)
         self._ping_interval = check_number("ping_interval", ping_interval)
         self._pong_timeout = check_number("pong_timeout", pong_timeout)
         self._backoff_initial = check_number("backoff_initial", backoff_initial)
@@ -259,6 +294,12 @@ class Feed:
         key = identifier(subscription)
         with self._lock:
             sub = self._subs.get(key)
+            if sub is None and len(self._subs) >= self._max_subs:
+                raise ValueError(
+                    f"cannot subscribe to {key}: this feed already has {len(self._subs)} "
+                    f"subscriptions, the most allowed (max_subscriptions={self._max_subs}; "
+                    "Hyperliquid allows 1000 per IP); drop one or use a broader subscription"
+                )
             if sub is None:
                 sub = _Sub(subscription, limit, self._now())
                 self._subs[key] = sub
@@ -397,20 +438,70 @@ class Feed:
                 pending.cancel()
         return self._stopping.is_set()
 
-    async def _admit(self) -> bool:
-        """Wait for a slot under the shared new-connection cap; True if stopping instead."""
+    async def _admit(self, token: str) -> bool:
+        """Wait for a slot under the shared connection caps; True if stopping instead."""
         while True:
             wait = await asyncio.to_thread(
                 self._shared.transact,
-                lambda state, now: admit_connection(
-                    state, now, limit=self._max_new, window=self._window
+                lambda state, now: admit_open(
+                    state,
+                    now,
+                    token,
+                    limit=self._max_open,
+                    ttl=self._ttl,
+                    new_limit=self._max_new,
+                    new_window=self._window,
                 ),
             )
             if wait == 0.0:
                 return False
-            log.info("feed: new-connection cap reached, waiting %.1f s", wait)
-            if await self._sleep(wait):
+            log.info("feed: a shared connection cap is reached, waiting %.1f s", wait)
+            # a slot may be released before it expires: look again at least every ttl / 10
+            if await self._sleep(min(wait, self._ttl / 10)):
                 return True
+
+    async def _hold(self, ws: Any, token: str) -> None:
+        """Refresh this connection's slot every ``ttl / 3``; close the connection if it is lost."""
+        while True:
+            await self._clock.sleep_async(self._ttl / 3)
+            try:
+                held = await asyncio.to_thread(
+                    self._shared.transact,
+                    lambda state, now: refresh_open(
+                        state, now, token, limit=self._max_open, ttl=self._ttl
+                    ),
+                )
+            except (ResilienceError, OSError) as exc:
+                log.warning("feed: cannot refresh the connection's slot (%s); closing it", exc)
+                held = False
+            if not held:
+                log.warning("feed: the connection's shared slot expired and is taken; closing")
+                ws.transport.abort()
+                return
+
+    async def _release(self, token: str) -> None:
+        try:
+            await asyncio.to_thread(
+                self._shared.transact,
+                lambda state, now: release_open(state, now, token, ttl=self._ttl),
+            )
+        except (ResilienceError, OSError) as exc:  # the slot expires by itself
+            log.warning("feed: cannot release the connection's slot (%s); it will expire", exc)
+
+    async def _send(self, ws: Any, message: dict[str, Any]) -> None:
+        """Send ``message`` once the shared messages-per-window cap has room."""
+        while True:
+            wait = await asyncio.to_thread(
+                self._shared.transact,
+                lambda state, now: admit_message(
+                    state, now, limit=self._max_messages, window=self._message_window
+                ),
+            )
+            if wait == 0.0:
+                break
+            log.info("feed: the shared message cap is reached, waiting %.2f s", wait)
+            await self._clock.sleep_async(wait)
+        await ws.send(json.dumps(message))
 
     async def _supervise(self) -> None:
         from websockets.asyncio.client import connect
@@ -419,22 +510,26 @@ class Feed:
         attempt = 0
         while True:
             healthy = False
+            token = uuid.uuid4().hex
             try:
-                if await self._admit():
+                if await self._admit(token):
                     return
             except (ResilienceError, OSError) as exc:  # the shared count is unreachable
                 log.warning("feed: cannot count the new connection (%s); not connecting", exc)
                 ws = None
             else:
                 ws = await self._connect(connect)
+                if ws is None:
+                    await self._release(token)
             if ws is not None:
+                hold = asyncio.get_running_loop().create_task(self._hold(ws, token))
                 self.connections += 1
                 self._ws = ws
                 if self.connections > 1 and listening():
                     emit(FeedEvent(kind="reconnected", count=self.connections - 1))
                 try:
                     healthy = await self._serve(ws)
-                except (OSError, TimeoutError, WebSocketException) as exc:
+                except (OSError, TimeoutError, WebSocketException, ResilienceError) as exc:
                     log.warning("feed: connection lost: %s; reconnecting", exc)
                     if listening():
                         emit(FeedEvent(kind="disconnected", message=event_text(exc)))
@@ -442,6 +537,10 @@ class Feed:
                     self._ws = None
                     self._mark_all("down")
                     ws.transport.abort()
+                    hold.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await hold
+                    await self._release(token)
             if healthy:
                 attempt = 0
             delay = backoff_delay(
@@ -502,7 +601,7 @@ class Feed:
                     return healthy
                 if ping_sent is None and now - last_ping >= self._ping_interval:
                     last_ping = ping_sent = now
-                    await ws.send(json.dumps({"method": "ping"}))
+                    await self._send(ws, {"method": "ping"})
                 if await self._watchdog(ws, now):
                     return healthy
             reader.result()  # raises what ended the connection
@@ -541,7 +640,7 @@ class Feed:
             log.warning("feed: %s silent for %.1f s; resubscribing", key, now - sub.since)
             sub.resubscribes += 1
             sub.resubscribed, sub.since = True, now
-            await ws.send(json.dumps({"method": "unsubscribe", "subscription": sub.subscription}))
+            await self._send(ws, {"method": "unsubscribe", "subscription": sub.subscription})
             await self._send_subscribe(ws, key)
         return False
 
@@ -565,11 +664,21 @@ class Feed:
                 sub = self._subs[key]
                 if sub.state == "down":
                     sub.state, sub.since = "pending", self._now()
-            asyncio.get_running_loop().create_task(self._send_subscribe(ws, key))
+            asyncio.get_running_loop().create_task(self._send_subscribe_logged(ws, key))
+
+    async def _send_subscribe_logged(self, ws: Any, key: str) -> None:
+        from websockets.exceptions import WebSocketException
+
+        try:
+            await self._send_subscribe(ws, key)
+        except (OSError, WebSocketException, ResilienceError) as exc:  # resent on reconnect
+            log.warning(
+                "feed: subscribing to %s failed (%s); it is sent again on reconnect", key, exc
+            )
 
     async def _send_subscribe(self, ws: Any, key: str) -> None:
         subscription = self._subs[key].subscription
-        await ws.send(json.dumps({"method": "subscribe", "subscription": subscription}))
+        await self._send(ws, {"method": "subscribe", "subscription": subscription})
 
     async def _read(self, ws: Any) -> None:
         async for raw in ws:
