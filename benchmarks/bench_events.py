@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from bench_breaker import per_op, work  # the same timing loop and guarded function
 from prometheus_client import CollectorRegistry
 
 from resilient_trading import (
@@ -38,22 +38,8 @@ from resilient_trading._events import listening
 from resilient_trading._metrics import serve
 
 BIG = 10_000_000
-N = 20_000
 ROUNDS = 7
 TARGET = 1.5
-
-
-def per_op(fn: Callable[[], object], n: int = N) -> float:
-    for _ in range(500):
-        fn()
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - start) / n
-
-
-def work() -> int:
-    return 1
 
 
 def guarded(*, events: bool, successes: bool = False) -> Callable[[], int]:
