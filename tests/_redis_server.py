@@ -11,10 +11,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["RedisServer", "redis_server"]
+__all__ = ["RedisServer", "free_port", "redis_server", "start_redis_server"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -46,43 +46,52 @@ def find_redis_server() -> str:
     return path
 
 
+def start_redis_server(port: int, workdir: str, *options: str) -> subprocess.Popen[bytes]:
+    """Start a redis-server on 127.0.0.1:``port`` (no persistence, ``options`` appended) and
+    wait until it answers PING. Raises ``RuntimeError`` (the process stopped) if it does not."""
+    proc = subprocess.Popen(
+        [
+            find_redis_server(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+            *options,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+                conn.sendall(b"PING\r\n")
+                if conn.recv(16).startswith(b"+PONG"):
+                    return proc
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
 @contextmanager
 def redis_server() -> Iterator[RedisServer]:
     """Run a throw-away redis-server (no persistence) for the duration of the block."""
-    binary = find_redis_server()
     workdir = tempfile.mkdtemp(prefix="rt-redis-")
     for _ in range(5):
-        port = _free_port()
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-                "--protected-mode",
-                "yes",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                time.sleep(0.02)
-        if proc.poll() is None:
-            break
+        port = free_port()
+        try:
+            proc = start_redis_server(port, workdir, "--protected-mode", "yes")
+        except RuntimeError:
+            continue  # most likely the port was taken meanwhile: try another
+        break
     else:  # pragma: no cover
         raise RuntimeError("could not start redis-server")
     try:

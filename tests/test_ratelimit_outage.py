@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +17,7 @@ import time
 
 import pytest
 
-from tests._redis_server import find_redis_server
+from tests._redis_server import free_port, start_redis_server
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,49 +48,10 @@ print(json.dumps({"admits": out, "errors": errors}))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _start(port: int, workdir: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            find_redis_server(),
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-            "--maxmemory-policy",
-            "noeviction",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                conn.sendall(b"PING\r\n")
-                if conn.recv(16).startswith(b"+PONG"):
-                    return proc
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("redis-server did not start")  # pragma: no cover
-
-
 def test_sharers_survive_a_redis_killed_and_restarted_empty() -> None:
     workdir = tempfile.mkdtemp(prefix="rt-outage-")
-    port = _free_port()
-    server = _start(port, workdir)
+    port = free_port()
+    server = start_redis_server(port, workdir, "--maxmemory-policy", "noeviction")
     url = f"redis://127.0.0.1:{port}/0"
     start = time.time() + 1.5
     children = [
@@ -106,7 +66,8 @@ def test_sharers_survive_a_redis_killed_and_restarted_empty() -> None:
         os.kill(server.pid, signal.SIGKILL)
         server.wait()
         time.sleep(max(0.0, start + RESTART_AT - time.time()))
-        server = _start(port, workdir)  # empty: the window's history is gone
+        # empty: the window's history is gone
+        server = start_redis_server(port, workdir, "--maxmemory-policy", "noeviction")
         results = []
         for child in children:
             out, _ = child.communicate(timeout=40)
@@ -143,8 +104,8 @@ def test_acquire_on_a_hung_redis_returns_within_its_timeout(on_error: str) -> No
     from resilient_trading import NetworkError, RateLimit, RateLimiter
 
     workdir = tempfile.mkdtemp(prefix="rt-hung-")
-    port = _free_port()
-    server = _start(port, workdir)
+    port = free_port()
+    server = start_redis_server(port, workdir, "--maxmemory-policy", "noeviction")
     try:
         limiter = RateLimiter(
             RateLimit(10, 0.3),
