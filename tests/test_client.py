@@ -335,3 +335,22 @@ def test_bad_client_arguments() -> None:
         RateLimitedClient(SyncApi(), limiter=limiter, default_pause=0)
     with pytest.raises(ValueError):
         RateLimitedClient(SyncApi(), limiter=limiter, weights={"ping": lambda: -1}).ping()
+
+
+def test_a_failed_charge_after_the_call_never_replaces_its_result(
+    mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Charging per-item weight is bookkeeping after the call: when it fails, the caller still
+    gets the result (an error would make a retry send the call again), and the failure is
+    logged."""
+
+    def broken(result: Any) -> int:
+        raise OSError("the budget's disk is full")
+
+    api = make_api(mode)
+    client = RateLimitedClient(
+        api, limiter=RateLimiter(RateLimit(100, 60.0)), extra_weights={"ping": broken}
+    )
+    with caplog.at_level("ERROR", logger="resilient_trading.client"):
+        assert run(mode, client.ping) == "pong"
+    assert "charging the per-item weight failed" in caplog.text

@@ -20,6 +20,7 @@ import asyncio
 import functools
 import inspect
 import itertools
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
@@ -27,10 +28,12 @@ from typing import Any, Generic, NoReturn, Protocol, TypeVar, cast
 from resilient_trading._classify import classify
 from resilient_trading._errors import RateLimitedError, ResilienceError
 from resilient_trading._ratelimit import RateLimiter
+from resilient_trading._redact import safe_text
 from resilient_trading._validate import check_number
 
 __all__ = ["BreakerLike", "RateLimitedClient", "RetryLike", "Weight"]
 
+log = logging.getLogger("resilient_trading.client")
 T = TypeVar("T")
 C = TypeVar("C")
 
@@ -241,7 +244,17 @@ class RateLimitedClient(Generic[C]):
     def _finish(self, name: str, result: Any) -> Any:
         extra = self._extra.get(name)
         if extra is not None:
-            self._limiter.charge(int(extra(result)))
+            try:
+                self._limiter.charge(int(extra(result)))
+            except Exception as exc:
+                # Bookkeeping after the call: the call happened, its result stands (raising
+                # here would make a retry send it again). Logged, never propagated.
+                log.error(
+                    "%s.%s: charging the per-item weight failed (%s); the result is returned",
+                    self._label,
+                    name,
+                    safe_text(exc, 300),
+                )
         if self._response_check is not None:
             self._response_check(name, result)
         return result
