@@ -9,21 +9,18 @@ exactly once on the exchange, the call returns what happened, and the breaker st
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import eth_account
 import pytest
 
-from resilient_trading import CircuitBreaker, RateLimit, RateLimiter, RetryPolicy
+from resilient_trading import RetryPolicy
 from resilient_trading.presets import hyperliquid as hl
 from resilient_trading.testing import FaultConfig, Simulator
+from tests._exchange_rig import TIMEOUT, Rig, fast_retry, make_rig
 
 pytestmark = pytest.mark.timeout(120)
 
-TIMEOUT = 0.25  # the SDK's request timeout; a stall lasts longer
 AFTER_FAULTS = ("lost_response", "stall_after", "http_502_after")
 BEFORE_FAULTS = ("stall", "reset", "http_503", "malformed")
 
@@ -39,67 +36,9 @@ def sim(faults: FaultConfig) -> Iterator[Simulator]:
         yield s
 
 
-@dataclass
-class Rig:
-    """One fresh account on the shared simulator, wrapped the default way."""
-
-    sim: Simulator
-    faults: FaultConfig
-    address: str
-    raw: Any
-    breaker: CircuitBreaker
-    sync: hl.SafeExchange
-    aio: hl.AsyncSafeExchange
-    armed: tuple[str, str] | None = None
-
-    def arm(self, fault: str, action: str) -> None:
-        """Inject ``fault`` into the ``action`` of the next wrapped call (not the setup's)."""
-        self.armed = (fault, action)
-
-    def call(self, mode: str, path: str, *args: Any, **kwargs: Any) -> Any:
-        if self.armed is not None:
-            fault, action = self.armed
-            self.faults.force(fault, only=action)
-            self.armed = None
-        if mode == "async":
-            return asyncio.run(getattr(self.aio, path)(*args, **kwargs))
-        return getattr(self.sync, path)(*args, **kwargs)
-
-    def orders(self) -> list[Any]:
-        with self.sim.engine.lock:
-            return [o for o in self.sim.engine.orders.values() if o.user == self.address]
-
-    def szi(self, coin: str = "BTC") -> float:
-        with self.sim.engine.lock:
-            acct = self.sim.engine.accounts[self.address]
-            pos = acct.positions.get(coin)
-            return pos.szi if pos else 0.0
-
-    def mid(self, coin: str = "BTC") -> float:
-        with self.sim.engine.lock:
-            return self.sim.engine.mid(coin)
-
-
-def make_rig(sim: Simulator, faults: FaultConfig, retry: RetryPolicy | None) -> Rig:
-    wallet = eth_account.Account.create()
-    limiter = RateLimiter(RateLimit(100_000, 60.0))
-    raw = hl.make_exchange(wallet, sim.base_url, limiter, timeout=TIMEOUT)
-    raw.update_leverage(20, "BTC")  # creates the funded account
-    breaker = CircuitBreaker(fail_max=1, reset_timeout=60.0)
-    return Rig(
-        sim,
-        faults,
-        wallet.address.lower(),
-        raw,
-        breaker,
-        hl.wrap_exchange(raw, limiter, breaker=breaker, retry=retry),
-        hl.wrap_exchange_async(raw, limiter, breaker=breaker, retry=retry),
-    )
-
-
 @pytest.fixture
 def rig(sim: Simulator, faults: FaultConfig) -> Iterator[Rig]:
-    yield make_rig(sim, faults, RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.05))
+    yield make_rig(sim, faults, fast_retry())
     faults._forced.clear()
 
 

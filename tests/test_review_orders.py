@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import eth_account
@@ -22,7 +21,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resilient_trading import (
-    CircuitBreaker,
     RateLimit,
     RateLimitedError,
     RateLimiter,
@@ -31,10 +29,10 @@ from resilient_trading import (
 )
 from resilient_trading.presets import hyperliquid as hl
 from resilient_trading.testing import FaultConfig, Simulator
+from tests._exchange_rig import TIMEOUT, Rig, fast_retry, make_rig
 
 pytestmark = pytest.mark.timeout(120)
 
-TIMEOUT = 0.25  # the SDK's request timeout; a stall lasts longer
 GTC: Any = {"limit": {"tif": "Gtc"}}
 IOC: Any = {"limit": {"tif": "Ioc"}}
 
@@ -50,67 +48,9 @@ def sim(faults: FaultConfig) -> Iterator[Simulator]:
         yield s
 
 
-@dataclass
-class Rig:
-    """One fresh funded account on the shared simulator, wrapped the default way."""
-
-    sim: Simulator
-    faults: FaultConfig
-    address: str
-    raw: Any
-    limiter: RateLimiter
-    breaker: CircuitBreaker
-    sync: hl.SafeExchange
-    aio: hl.AsyncSafeExchange
-
-    def call(self, mode: str, path: str, *args: Any, **kwargs: Any) -> Any:
-        if mode == "async":
-            return asyncio.run(getattr(self.aio, path)(*args, **kwargs))
-        return getattr(self.sync, path)(*args, **kwargs)
-
-    def orders(self) -> list[Any]:
-        with self.sim.engine.lock:
-            return [o for o in self.sim.engine.orders.values() if o.user == self.address]
-
-    def open_orders(self) -> list[Any]:
-        return [o for o in self.orders() if o.status == "open"]
-
-    def szi(self, coin: str = "BTC") -> float:
-        with self.sim.engine.lock:
-            pos = self.sim.engine.accounts[self.address].positions.get(coin)
-            return pos.szi if pos else 0.0
-
-    def px(self, frac: float) -> int:
-        with self.sim.engine.lock:
-            return int(self.sim.engine.mid("BTC") * frac)
-
-    def counter(self, name: str) -> int:
-        value: int = self.sim.snapshot()[name]
-        return value
-
-
-def make_rig(sim: Simulator, faults: FaultConfig, *, attempts: int = 5, info: Any = None) -> Rig:
-    wallet = eth_account.Account.create()
-    limiter = RateLimiter(RateLimit(100_000, 60.0))
-    raw = hl.make_exchange(wallet, sim.base_url, limiter, timeout=TIMEOUT)
-    raw.update_leverage(20, "BTC")  # creates the funded account
-    breaker = CircuitBreaker(fail_max=1, reset_timeout=60.0)
-    retry = RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.05)
-    return Rig(
-        sim,
-        faults,
-        wallet.address.lower(),
-        raw,
-        limiter,
-        breaker,
-        hl.wrap_exchange(raw, limiter, breaker=breaker, retry=retry, info=info),
-        hl.wrap_exchange_async(raw, limiter, breaker=breaker, retry=retry, info=info),
-    )
-
-
 @pytest.fixture
 def rig(sim: Simulator, faults: FaultConfig) -> Iterator[Rig]:
-    yield make_rig(sim, faults)
+    yield make_rig(sim, faults, fast_retry())
     faults._forced.clear()
 
 
@@ -200,7 +140,7 @@ def test_a_lagging_read_does_not_resend_without_bound(
 ) -> None:
     """D2: a cloid the exchange knows (Duplicate cloid) is looked up, never sent again; each
     attempt asks once, so the retry policy bounds the whole call."""
-    rig = make_rig(sim, faults, attempts=3)
+    rig = make_rig(sim, faults, fast_retry(3))
     try:
         before = rig.counter("duplicate_cloids")
         faults.force("lost_response", only="order")
@@ -327,7 +267,7 @@ def test_an_adopted_cancelled_order_is_not_reported_resting(
 ) -> None:
     """D10: an adopted order found cancelled is reported 'canceled', not 'resting'."""
     info = RacingInfo(sim.base_url, skip_ws=True, timeout=TIMEOUT)
-    rig = make_rig(sim, faults, info=info)
+    rig = make_rig(sim, faults, fast_retry(), info=info)
     info.raw = rig.raw
     try:
         faults.force("lost_response", only="order")
@@ -604,7 +544,7 @@ def test_property_every_order_of_a_batch_exists_at_most_once_and_as_reported(
     fault: str,
     stale: int,
 ) -> None:
-    rig = make_rig(sim, faults)
+    rig = make_rig(sim, faults, fast_retry())
     try:
         batch = [
             {
