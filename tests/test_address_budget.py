@@ -27,7 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from resilient_trading import ManualClock, RateLimit, RateLimitedError, RateLimiter
 from resilient_trading.presets import hyperliquid as hl
-from resilient_trading.presets.hyperliquid._address import (
+from resilient_trading.presets.hyperliquid._address_rules import (
     AddressState,
     Pace,
     cancel_cap,

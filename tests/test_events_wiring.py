@@ -308,7 +308,7 @@ def test_address_events_follow_the_budget(ops: list[tuple[str, Any, str]]) -> No
 
 def _small(now: float) -> dict[str, Any]:
     """A fresh record with a cap of 12 actions."""
-    from resilient_trading.presets.hyperliquid._address import Pace, start
+    from resilient_trading.presets.hyperliquid._address_rules import Pace, start
 
     return start(now, Pace(lasts=3600.0, burst=3, throttle_interval=11.0), ADDRESS).to_json() | {
         "cap": 12

@@ -189,7 +189,7 @@ class _Collector:
         )
 
     def address(self, value: Any, location: str) -> None:
-        from resilient_trading.presets.hyperliquid._address import AddressStatus
+        from resilient_trading.presets.hyperliquid._address_rules import AddressStatus
 
         st = AddressStatus.of_record(value, location=location, now=self.now)
         self.addresses.append(

@@ -33,7 +33,8 @@ Example:
 
 from __future__ import annotations
 
-from resilient_trading.presets.hyperliquid._address import AddressBudget, AddressStatus
+from resilient_trading.presets.hyperliquid._address import AddressBudget
+from resilient_trading.presets.hyperliquid._address_rules import AddressStatus
 from resilient_trading.presets.hyperliquid._deadman import DeadMansSwitch
 from resilient_trading.presets.hyperliquid._exchange import (
     IDEMPOTENT_ACTIONS,

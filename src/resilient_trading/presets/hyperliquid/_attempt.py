@@ -19,7 +19,8 @@ from typing import Any
 
 from resilient_trading._client import RetryLike
 from resilient_trading._errors import ResilienceError
-from resilient_trading.presets.hyperliquid._address import AddressBudget, Kind, send_kind
+from resilient_trading.presets.hyperliquid._address import AddressBudget
+from resilient_trading.presets.hyperliquid._address_rules import Kind, send_kind
 from resilient_trading.presets.hyperliquid._calls import Call
 from resilient_trading.presets.hyperliquid._orders import Finish, Item, Lookup, Settlement
 from resilient_trading.presets.hyperliquid._weights import info_weight
