@@ -2,6 +2,9 @@
 
 Starts the simulator (faults at a few percent of requests), the bot with a throwaway key, and
 an operator's CLI process that reads and writes the bot's state and breaker while it runs.
+The bot serves ``/metrics`` and ``/healthz`` on a free port of 127.0.0.1 (``--metrics-port
+0``): the demo prints where, with the ``resilient-trading status`` and ``metrics`` commands
+for its state directory, looks at both once half-way, and repeats it all in the summary.
 Prints the bot's status lines, then a short summary and, as the very last line, one JSON
 object with the run's invariants. Files (state, breaker, budget, logs) go under ``.demo/``.
 No key, no network beyond 127.0.0.1.
@@ -91,6 +94,12 @@ def start_bot(
             # address's action budget is paced to (7 days become 168 / speed hours).
             "--address-lasts-hours",
             f"{168.0 / speed:g}",
+            # /metrics and /healthz on a free port (the bot prints it); a runway "under a
+            # day" is scaled by the same speed.
+            "--metrics-port",
+            "0",
+            "--runway-alert-hours",
+            f"{24.0 / speed:g}",
         ],
         cwd=ROOT,
         env=env,
@@ -142,6 +151,62 @@ def operator(workdir: Path, stop: threading.Event, log: list[str]) -> None:
         )
         log.append(line if ok else line + f" ERROR {read.stderr.strip()} {wrote.stderr.strip()}")
         print(line, flush=True)
+
+
+def where_to_look(workdir: Path, endpoint: str | None) -> list[str]:
+    """The lines that tell an operator where to look at the running bot."""
+    lines = []
+    if endpoint is not None:
+        lines.append(f"  metrics:  {endpoint}/metrics   (Prometheus text)")
+        lines.append(f"  health:   {endpoint}/healthz   (200: can trade; 503 and the reasons)")
+    lines.append(f"  status:   resilient-trading status --state-dir {workdir}")
+    lines.append(
+        f"  exporter: resilient-trading metrics --listen 127.0.0.1:9464 --state-dir {workdir}"
+    )
+    return lines
+
+
+def peek(endpoint: str, found: dict[str, Any]) -> None:
+    """Look at the bot's /healthz and /metrics once, as a supervisor and Prometheus would."""
+    import requests
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        health = requests.get(endpoint + "/healthz", timeout=10)
+        body = health.json()
+        text = requests.get(endpoint + "/metrics", timeout=10).text
+        values = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+    except (requests.RequestException, ValueError) as exc:
+        found["error"] = f"{type(exc).__name__}: {exc}"
+        print(f"[demo] the bot's endpoint did not answer: {found['error']}", flush=True)
+        return
+    breakers = {
+        dict(labels)["breaker"]: int(value)
+        for (name, labels), value in values.items()
+        if name == "resilient_trading_breaker_state"
+    }
+    ratio = [
+        v for (name, _), v in values.items() if name == "resilient_trading_budget_utilisation_ratio"
+    ]
+    found.update(
+        healthz=health.status_code,
+        reasons=body.get("reasons", []),
+        samples=len(values),
+        breakers=breakers,
+        budget_used=ratio[0] if ratio else None,
+    )
+    states = ", ".join(f"{k}={'closed' if v == 0 else 'open'}" for k, v in sorted(breakers.items()))
+    used = f"{ratio[0]:.0%}" if ratio else "?"
+    print(
+        f"[demo] GET /healthz -> {health.status_code} {body.get('status')}"
+        + (f" ({'; '.join(found['reasons'])})" if found["reasons"] else "")
+        + f"; GET /metrics -> {len(values)} samples: budget {used} used, breakers {states}",
+        flush=True,
+    )
 
 
 def sim_counters(url: str) -> dict[str, Any]:
@@ -398,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         target=ws_faults, args=(sim, args.duration, stop, ws_log, trade), daemon=True
     )
     warm: tuple[float, int] = (0.0, 0)
+    endpoint: str | None = None
+    peeked: dict[str, Any] = {}
 
     def mark_warm() -> None:
         nonlocal warm
@@ -420,6 +487,14 @@ def main(argv: list[str] | None = None) -> int:
         assert bot.stdout is not None
         for line in bot.stdout:
             print(line.rstrip(), flush=True)
+            if endpoint is None and line.startswith("[bot] metrics: "):
+                endpoint = line.split()[2].removesuffix("/metrics")
+                print("[demo] while the bot runs, look here:", flush=True)
+                for where in where_to_look(workdir, endpoint):
+                    print(f"[demo] {where}", flush=True)
+                looker = threading.Timer(args.duration * 0.5, peek, args=(endpoint, peeked))
+                looker.daemon = True
+                looker.start()
         bot.wait(timeout=60)
         ended = time.monotonic()
         stop.set()
@@ -449,10 +524,28 @@ def main(argv: list[str] | None = None) -> int:
             "ws_faults": ws_log,
             "ws_connections": ws.get("ws_connections", 0),
             **address_status(workdir, account.address),
+            "metrics_url": None if endpoint is None else endpoint + "/metrics",
+            "healthz_url": None if endpoint is None else endpoint + "/healthz",
+            "healthz_status": peeked.get("healthz"),
+            "metrics_samples": peeked.get("samples", 0),
         },
     )
+    metrics_ok = endpoint is not None and peeked.get("samples", 0) > 0
+    print(
+        "where to look (the endpoint lives as long as the bot; `status` and the exporter read "
+        "the state directory at any time):"
+    )
+    for where in where_to_look(workdir, endpoint):
+        print(where)
+    if peeked.get("healthz") is not None:
+        print(
+            f"half-way, /healthz answered {peeked['healthz']}"
+            + (f" ({'; '.join(peeked['reasons'])})" if peeked["reasons"] else "")
+            + f" and /metrics {peeked['samples']} samples"
+        )
+    result["metrics_ok"] = metrics_ok
     print(json.dumps(result, sort_keys=True))
-    return 0 if state_ok and bot.returncode == 0 and cli_ok else 1
+    return 0 if state_ok and bot.returncode == 0 and cli_ok and metrics_ok else 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Usage::
 
     HYPERLIQUID_PRIVATE_KEY=0x... python examples/hyperliquid_bot/bot.py \\
         --config examples/hyperliquid_bot/config.toml [--check-config] \\
-        [--exchange sim|testnet] [--base-url URL] [--duration SECONDS]
+        [--exchange sim|testnet] [--base-url URL] [--duration SECONDS] [--metrics-port PORT]
+
+(``python -m examples.hyperliquid_bot ...`` from the repository root is the same.)
 
 The trading logic (strategies, sizing, the order lifecycle) reads like trading. The bot talks
 to a :class:`~examples.hyperliquid_bot.venue.Venue` (typed results), implemented over the
@@ -18,6 +20,10 @@ breaker is open or latched the bot is *degraded*: no new entries, but cancels, s
 reduce-only closes still go out. The same holds while the operator's fleet-wide halt is
 raised (``resilient-trading halt``; read once per step) and while the market-data stream is
 stale (the feed's gate).
+
+With ``--metrics-port PORT`` (or ``[metrics] port``) the bot serves ``/metrics`` (Prometheus)
+and ``/healthz`` (200 while it can trade, 503 with the reasons) on 127.0.0.1 from a daemon
+thread (:mod:`examples.hyperliquid_bot.health`); the loop only publishes a heartbeat to it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from examples.hyperliquid_bot.config import BotConfig, ConfigError, load_config, validate_config
+from examples.hyperliquid_bot.health import (
+    FeedReading,
+    HealthLimits,
+    Heartbeat,
+    MetricsExtraMissingError,
+    MetricsServer,
+    require_metrics,
+)
 from examples.hyperliquid_bot.protection import carry_stop, is_protected, orphan_exits, stop_price
 from examples.hyperliquid_bot.risk import position_size, round_price
 from examples.hyperliquid_bot.state import (
@@ -59,7 +73,7 @@ from resilient_trading import (
     TransientError,
 )
 
-__all__ = ["Bot", "Plan", "finished", "main", "read_history"]
+__all__ = ["Bot", "Plan", "apply_overrides", "finished", "main", "parse_args", "read_history"]
 
 log = logging.getLogger("bot")
 
@@ -108,7 +122,9 @@ class Bot:
     ``connect`` to build it inside the loop (connection trouble is then one more transient
     error of the loop, waited out like the others). ``halt`` is the fleet's operator flag
     (:class:`~resilient_trading.Halt`), read once per step: while it is raised the bot makes
-    no new entries, and keeps protecting and closing what it holds.
+    no new entries, and keeps protecting and closing what it holds. ``heartbeat`` (a
+    :class:`~examples.hyperliquid_bot.health.Heartbeat`) hears of every completed loop, for
+    the ``/healthz`` endpoint.
     """
 
     def __init__(
@@ -120,6 +136,7 @@ class Bot:
         connect: Callable[[], Venue] | None = None,
         clock: Callable[[], float] = time.time,
         halt: Halt | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         if venue is None and connect is None:
             raise ValueError("give a venue, or connect=fn() -> Venue")
@@ -139,6 +156,7 @@ class Bot:
         self.retries_saved = 0
         self.ws_saved = (0, 0, 0)
         self.halt = halt
+        self.heartbeat = heartbeat
         #: Why new entries are halted by the operator (read once per step), or ``None``.
         self.halted: str | None = None
         #: Counters of this step, added to the stored ones by the step's commit.
@@ -473,6 +491,10 @@ class Bot:
                 self.count(critical_errors=1)
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("critical error, entries stop until a breaker reset: %s", exc)
+            if self.heartbeat is not None:  # one attribute assignment: never blocks the loop
+                self.heartbeat.beat(
+                    started=self.started, halted=self.halted, degraded=self.last_error
+                )
             self.status_line()
             if not committed:
                 self.flush()  # a failed step still stores its counters: one commit per loop
@@ -575,7 +597,8 @@ def _log_placed(request: OrderRequest, placed: Placed) -> None:
     )
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description="The resilient-trading example Hyperliquid bot.")
     parser.add_argument("--config", required=True, help="the TOML configuration file")
     parser.add_argument(
@@ -606,11 +629,50 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--halt-redis", help="read the fleet's halt flag from this Redis instead of a directory"
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve /metrics and /healthz on this port (0: a free one, printed at start); "
+        "overrides [metrics] port; needs pip install 'resilient-trading[metrics]'",
+    )
+    parser.add_argument("--metrics-host", help="override [metrics] host (default 127.0.0.1)")
+    parser.add_argument(
+        "--runway-alert-hours",
+        type=float,
+        help="override [metrics] runway_alert_hours (the demo scales it by the simulator's speed)",
+    )
     return parser.parse_args(argv)
 
 
+def apply_overrides(config: BotConfig, args: argparse.Namespace) -> BotConfig:
+    """The configuration with the command line's overrides, validated like the file.
+
+    Raises:
+        ConfigError: An override is out of bounds (the lines name the key).
+    """
+    exchange: dict[str, object] = {}
+    metrics: dict[str, object] = {}
+    if args.address_lasts_hours is not None:
+        exchange["address_lasts_hours"] = args.address_lasts_hours
+    if args.metrics_port is not None:
+        metrics["port"] = args.metrics_port
+    if args.metrics_host is not None:
+        metrics["host"] = args.metrics_host
+    if args.runway_alert_hours is not None:
+        metrics["runway_alert_hours"] = args.runway_alert_hours
+    if not exchange and not metrics:
+        return config
+    return validate_config(
+        {
+            **config.model_dump(),
+            "exchange": {**config.exchange.model_dump(), **exchange},
+            "metrics": {**config.metrics.model_dump(), **metrics},
+        }
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+    args = parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -618,23 +680,20 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.lines:
             print(f"  {line}", file=sys.stderr)
         return 2
-    if args.address_lasts_hours is not None:
-        try:
-            config = validate_config(
-                {
-                    **config.model_dump(),
-                    "exchange": {
-                        **config.exchange.model_dump(),
-                        "address_lasts_hours": args.address_lasts_hours,
-                    },
-                }
-            )
-        except ConfigError as exc:
-            print("invalid --address-lasts-hours:", "; ".join(exc.lines), file=sys.stderr)
-            return 2
+    try:
+        config = apply_overrides(config, args)
+    except ConfigError as exc:
+        print("invalid command-line override:", "; ".join(exc.lines), file=sys.stderr)
+        return 2
     if args.check_config:
         print(f"configuration {args.config} is valid")
         return 0
+    if config.metrics.port is not None:
+        try:
+            require_metrics()  # at start, before anything trades
+        except MetricsExtraMissingError as exc:
+            print(f"cannot serve metrics: {exc}", file=sys.stderr)
+            return 2
     key = os.environ.get("HYPERLIQUID_PRIVATE_KEY")
     if not key:
         print("HYPERLIQUID_PRIVATE_KEY is not set", file=sys.stderr)
@@ -669,6 +728,48 @@ def main(argv: list[str] | None = None) -> int:
         gateways.append(Gateway.connect(config, key, base_url, state_dir))
         return gateways[-1]
 
+    def feeds() -> list[FeedReading]:
+        """The watched market-data streams (the server's thread; the feed's status is locked)."""
+        stream = gateways[-1].stream if gateways else None
+        if stream is None:
+            return []
+        return [
+            FeedReading(key, status.age, status.state)
+            for key, status in stream.feed.status().items()
+            if status.max_silence is not None
+        ]
+
+    heartbeat = Heartbeat()
+    server: MetricsServer | None = None
+    port = config.metrics.port
+    if port is not None:
+        metrics = config.metrics
+        limits = HealthLimits(
+            loop_seconds=config.loop_seconds,
+            stalled_loops=metrics.stalled_loops,
+            feed_stale_seconds=metrics.feed_stale_seconds,
+            runway_alert_seconds=metrics.runway_alert_hours * 3600,
+        )
+        server = MetricsServer(
+            state_dir=state_dir,
+            heartbeat=heartbeat,
+            limits=limits,
+            feeds=feeds,
+            host=metrics.host,
+            port=port,
+        )
+        try:
+            server.start()
+        except OSError as exc:
+            server.close()
+            print(
+                f"cannot serve metrics on {metrics.host}:{port}: {exc.strerror or exc}; "
+                "pick another --metrics-port (0: any free port)",
+                file=sys.stderr,
+            )
+            return 2
+        log.info("serving %s/metrics and %s/healthz", server.url, server.url)
+        print(f"[bot] metrics: {server.url}/metrics health: {server.url}/healthz", flush=True)
     try:
         if args.halt_redis:
             halt = Halt(redis_url=args.halt_redis)
@@ -676,10 +777,12 @@ def main(argv: list[str] | None = None) -> int:
             halt = Halt(state_dir=Path(args.halt_dir) if args.halt_dir else state_dir)
     except ValueError as exc:
         print(f"cannot read the halt flag: {exc}", file=sys.stderr)
+        if server is not None:
+            server.close()
         return 2
     bot: Bot | None = None
     try:
-        bot = Bot(config, None, state_dir, connect=connect, halt=halt)
+        bot = Bot(config, None, state_dir, connect=connect, halt=halt, heartbeat=heartbeat)
         signal.signal(signal.SIGTERM, lambda *_: setattr(bot, "stopping", True))
         code = bot.run(args.duration)
     except ResilienceError as exc:
@@ -688,6 +791,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
+        if server is not None:
+            server.close()
         halt.close()
         if bot is not None:
             bot.close()

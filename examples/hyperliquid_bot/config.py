@@ -26,6 +26,7 @@ __all__ = [
     "ExchangeConfig",
     "FeedConfig",
     "MeanReversionParams",
+    "MetricsConfig",
     "RiskParams",
     "TrendParams",
     "format_errors",
@@ -134,6 +135,25 @@ class FeedConfig(_Strict):
     backoff_max: Annotated[float, Field(gt=0, le=600, allow_inf_nan=False)] = 10.0
 
 
+class MetricsConfig(_Strict):
+    """The bot's ``/metrics`` and ``/healthz`` endpoint (see ``health.py``)."""
+
+    #: Serve the endpoint on this port (0: a free port, printed at start). Absent: no
+    #: endpoint. ``--metrics-port`` overrides it. Needs the ``metrics`` extra.
+    port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    #: Where to listen: the loopback by default (nothing is exposed to the network).
+    host: Annotated[str, Field(min_length=1, max_length=255)] = "127.0.0.1"
+    #: ``/healthz`` turns 503 when the loop has not completed a step for this many
+    #: ``loop_seconds`` (a step waiting out retries and timeouts can take several).
+    stalled_loops: Annotated[int, Field(ge=2, le=10_000)] = 10
+    #: ... when the candle or mid stream has been silent this long (seconds). The feed's gate
+    #: already stops new entries after ``feed.max_silence``; this is when a person should look.
+    feed_stale_seconds: Annotated[float, Field(gt=0, le=86_400, allow_inf_nan=False)] = 30.0
+    #: ... when an address's action budget would run out within this many hours at the
+    #: last hour's pace.
+    runway_alert_hours: Annotated[float, Field(gt=0, le=24 * 366, allow_inf_nan=False)] = 24.0
+
+
 class BotConfig(_Strict):
     """The whole configuration file."""
 
@@ -150,6 +170,7 @@ class BotConfig(_Strict):
     risk: RiskParams = RiskParams()
     exchange: ExchangeConfig = ExchangeConfig()
     feed: FeedConfig = FeedConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
     def _leverage_within_exchange_limit(self) -> BotConfig:
