@@ -24,6 +24,17 @@ returned (or the call's own error raised) and the failure to record is logged an
 the listeners' ``outcome_not_recorded`` hook. If admission cannot be read, the call is refused
 with a typed error before ``fn`` runs.
 
+Events: every breaker publishes :class:`~resilient_trading.BreakerEvent` objects on the
+process-wide bus with no wiring: ``failure`` (a counted failure: its error kind, redacted
+text, ``latched`` when critical), ``state_change`` (``old`` → ``new``; a change to open
+carries the error that caused it and ``latched``), ``reset`` (:meth:`CircuitBreaker.reset`)
+and ``not_recorded``. They report what this process's calls did; a transition another process
+made is seen in the shared state (``status``, the exporter), not as an event here. Successes
+are not events (a listener on every success would double the cost of a guarded call):
+attach ``BreakerEvents(successes=True)`` for them. A :class:`~resilient_trading.BreakerEvents`
+adapter aimed at the process-wide bus is then only asked for successes, so nothing is
+published twice.
+
 Why this module is long: it is one idea (about a fifth of it docstrings), the shell
 that carries a call through admit, call and settle, sync and async, with the cancellation and
 listener rules that go with it. The decisions are in ``_breaker_rules.py``; the pybreaker
@@ -40,7 +51,7 @@ import os
 import threading
 import types
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Literal, ParamSpec, TypeVar
 
 from resilient_trading import _breaker_rules as rules
 from resilient_trading._breaker_rules import (
@@ -62,6 +73,7 @@ from resilient_trading._errors import (
     TransientError,
     redact,
 )
+from resilient_trading._events import BreakerEvent, BreakerEvents, emit, event_text, listening
 from resilient_trading._validate import check_int, check_number, check_optional_number
 from resilient_trading.backends import JsonStoreState, MemoryState, RedisState, SharedState
 
@@ -324,6 +336,8 @@ class CircuitBreaker:
         for hook in _HOOKS:
             methods = []
             for listener in self._listeners:
+                if isinstance(listener, BreakerEvents) and hook in listener.covered():
+                    continue  # the breaker publishes these itself: not twice
                 method = getattr(listener, hook, None)
                 if method is not None and not _inherited_no_op(listener, hook):
                     methods.append(method)
@@ -347,9 +361,42 @@ class CircuitBreaker:
                     hook,
                 )
 
-    def _announce(self, change: Change | None, rec: BreakerRecord | None = None) -> None:
+    def _publish(
+        self,
+        kind: Literal["failure", "state_change", "reset", "not_recorded"],
+        cause: BaseException | None = None,
+        change: Change | None = None,
+        latched: bool | None = None,
+    ) -> None:
+        """Publish one :class:`BreakerEvent` (the caller checked :func:`listening`)."""
+        emit(
+            BreakerEvent(
+                kind=kind,
+                breaker=self.name,
+                old=None if change is None else change.old.value,
+                new=None if change is None else change.new.value,
+                latched=isinstance(cause, CriticalError) if latched is None else latched,
+                error_kind=None if cause is None else type(cause).__name__,
+                message=event_text(cause),
+            )
+        )
+
+    def _announce(
+        self,
+        change: Change | None,
+        rec: BreakerRecord | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
         if change is None:
             return
+        if listening():
+            opened = change.new is BreakerState.OPEN
+            self._publish(
+                "state_change",
+                cause if opened else None,
+                change,
+                latched=opened and rec is not None and rec.latched,
+            )
         if change.new is BreakerState.OPEN and rec is not None:
             latched = " and latched" if rec.latched else ""
             log.error("breaker %r open%s: %s", self.name, latched, rec.reason)
@@ -381,6 +428,8 @@ class CircuitBreaker:
         change = self._state.transact(step)
         if change is not None:
             log.info("breaker %r reset by operator: closed", self.name)
+            if listening():
+                self._publish("reset", change=change, latched=False)
             self._emit("state_change", change.old, change.new)
 
     def _refusal(self, rec: BreakerRecord) -> CircuitOpenError:
@@ -455,9 +504,11 @@ class CircuitBreaker:
         if succeeded:
             self._emit("success")
         elif outcome is not None and not answered:
+            if listening():
+                self._publish("failure", outcome)
             self._emit("failure", outcome)
         if recorded is not None:
-            self._announce(*recorded)
+            self._announce(recorded[0], recorded[1], outcome)
         return exc if outcome is None else outcome
 
     def _record(
@@ -477,6 +528,8 @@ class CircuitBreaker:
                 type(failure).__name__,
                 redact(str(failure))[:300],
             )
+            if listening():
+                self._publish("not_recorded", failure, latched=False)
             self._emit("outcome_not_recorded", failure)
             return None
         return change, rec

@@ -7,11 +7,13 @@ listener that raises is logged and ignored, never propagated: it cannot change t
 the call it observes. Listeners run in the emitting thread, so they must be quick; hand slow
 work (a webhook) to a queue, as :class:`~resilient_trading.AlertSink` does.
 
-The store, the Hyperliquid address budget, dead man's switch and feed emit their own events
-(:func:`listening` first: nothing is built while nobody listens). For the breaker and retry,
-two adapters turn their existing hooks into events: :class:`BreakerEvents` (a breaker
-listener: ``CircuitBreaker(listeners=[BreakerEvents()])``) and :func:`retry_events` (a
-``RetryPolicy(on_retry=retry_events("place order"))`` callback).
+Every primitive emits its own events, with no wiring (:func:`listening` first: nothing is
+built while nobody listens): the rate limiter, the retry policy, the breaker, the store, the
+Hyperliquid address budget, dead man's switch and feed. Two adapters remain for what the
+native events do not cover: :class:`BreakerEvents` (a breaker listener: a pybreaker breaker's
+events, a breaker's successes, or another :class:`EventBus`) and :func:`retry_events` (an
+``on_retry`` hook naming a policy's events, or publishing to another bus). Aimed at the
+process-wide bus, neither ever publishes an event the primitive publishes itself.
 
 Why this module is long: it is the catalogue of events: nine frozen event types, each documenting
 every ``kind`` it can carry, kept in one place because the listeners (metrics, alerts, your logs)
@@ -79,12 +81,17 @@ _text = event_text
 
 @dataclass(frozen=True, slots=True)
 class BreakerEvent:
-    """A breaker's call outcome or state change.
+    """A breaker's call outcome or state change, published by every
+    :class:`~resilient_trading.CircuitBreaker` with no wiring.
 
-    ``kind``: ``"failure"`` (a counted failure), ``"success"``, ``"state_change"`` (``old`` →
-    ``new``; ``latched`` when a critical error opened it), ``"reset"`` (an operator closed it),
-    ``"not_recorded"`` (its state could not be written; the call's outcome stood).
-    ``error_kind`` is the classified error's class name, ``message`` its redacted text.
+    ``kind``: ``"failure"`` (a counted failure; ``latched`` when it was critical),
+    ``"state_change"`` (``old`` → ``new``: to ``open`` with the error that caused it and
+    ``latched`` when a critical error latched it; to ``half-open`` for a trial; to ``closed``
+    after a good trial), ``"reset"`` (an operator closed it), ``"not_recorded"`` (its state
+    could not be written; the call's outcome stood), ``"success"`` (only from a
+    ``BreakerEvents(successes=True)`` adapter). ``error_kind`` is the classified error's class
+    name, ``message`` its redacted text. A transition another process made is in the shared
+    state, not an event in this one.
     """
 
     kind: Literal["failure", "success", "state_change", "reset", "not_recorded"]
@@ -99,9 +106,23 @@ class BreakerEvent:
 
 @dataclass(frozen=True, slots=True)
 class LimiterEvent:
-    """A rate limiter's decision: ``admitted``, ``waited`` (``seconds``), ``refused``,
-    ``paused`` (a 429 or an operator paused every sharer), ``fallback`` (shared state
-    unreachable: a local budget is used)."""
+    """A rate limiter's decision, published by every :class:`~resilient_trading.RateLimiter`
+    (in-process, file or Redis; sync and async) with no wiring.
+
+    ``kind``:
+
+    * ``admitted``: ``weight`` admitted; ``seconds`` it waited for its turn (``0.0``: none).
+    * ``waited``: before ``admitted`` when the call slept: ``seconds`` actually slept.
+    * ``refused``: ``weight`` not admitted (``acquire`` raised ``RateLimitedError``, or
+      ``try_acquire`` returned ``False``); ``seconds`` is its ``retry_after`` and ``message``
+      its redacted text. Nothing was reserved.
+    * ``paused``: every sharer must wait ``seconds`` (a 429, or an operator's pause).
+    * ``fallback``: a Redis budget entered (``mode="fallback"``) or left (``mode="shared"``)
+      its local share during an outage; ``message`` says which.
+
+    ``limiter`` names the budget where it lives: the state file's path, the Redis
+    ``URL#key`` (password removed), or an in-process limiter's ``key``.
+    """
 
     kind: Literal["admitted", "waited", "refused", "paused", "fallback"]
     limiter: str
@@ -109,12 +130,17 @@ class LimiterEvent:
     seconds: float = 0.0
     message: str | None = None
     at: float = field(default_factory=time.time)
+    mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RetryAttemptEvent:
-    """A retry policy's ``attempt`` (attempt ``attempt`` failed; waiting ``delay`` s) or
-    ``gave_up``."""
+    """A retry policy's ``attempt`` (attempt number ``attempt`` failed; waiting ``delay``
+    seconds before the next) or ``gave_up`` (attempt ``attempt`` failed and the policy stops:
+    attempts used up or ``max_total`` reached; ``delay`` is ``0.0``), published by every
+    :class:`~resilient_trading.RetryPolicy` (sync, async, decorator) with no wiring.
+    ``operation``: the policy's ``name``, else a ``retry_events`` hook's operation, else the
+    retried function's qualified name. A critical error is raised at once: no retry event."""
 
     kind: Literal["attempt", "gave_up"]
     operation: str | None
@@ -304,6 +330,9 @@ def listening() -> bool:
     return bool(EVENTS._listeners)
 
 
+_NATIVE_BREAKER_HOOKS = frozenset({"failure", "state_change", "outcome_not_recorded"})
+
+
 def _state(value: Any) -> str:
     return str(getattr(value, "value", value))  # a BreakerState, or pybreaker's state name
 
@@ -325,6 +354,15 @@ class BreakerEvents:
         self._bus = bus
         self._successes = successes
         self._last: dict[str, BaseException] = {}
+
+    def covered(self) -> frozenset[str]:
+        """The hooks a :class:`~resilient_trading.CircuitBreaker` does not call on this
+        adapter: those whose events the breaker publishes itself when the adapter's bus is
+        the process-wide one (all but ``success``: nothing is published twice), and
+        ``success`` while successes are off (it would do nothing). A pybreaker breaker does
+        not ask: it calls every hook."""
+        covered = _NATIVE_BREAKER_HOOKS if self._bus is EVENTS else frozenset()
+        return covered if self._successes else covered | {"success"}
 
     def success(self, cb: Any) -> None:
         if self._successes:
@@ -371,23 +409,20 @@ class BreakerEvents:
         )
 
 
-def retry_events(
-    operation: str | None = None, bus: EventBus = EVENTS
-) -> Callable[[RetryEvent], None]:
-    """An ``on_retry`` callback for :class:`~resilient_trading.RetryPolicy` that publishes a
-    :class:`RetryAttemptEvent` (``kind="attempt"``) before each wait.
+class _RetryEventsHook:
+    """What :func:`retry_events` returns: an ``on_retry`` callback publishing to ``bus``."""
 
-    Example:
-        >>> from resilient_trading import RetryPolicy
-        >>> policy = RetryPolicy(on_retry=retry_events("place order"))
-    """
-    op = _text(operation)
+    __slots__ = ("bus", "operation")
 
-    def on_retry(event: RetryEvent) -> None:
-        bus.emit(
+    def __init__(self, operation: str | None, bus: EventBus) -> None:
+        self.operation = operation
+        self.bus = bus
+
+    def __call__(self, event: RetryEvent) -> None:
+        self.bus.emit(
             RetryAttemptEvent(
                 kind="attempt",
-                operation=op,
+                operation=self.operation,
                 attempt=event.attempt,
                 delay=event.delay,
                 error_kind=type(event.error).__name__,
@@ -395,4 +430,28 @@ def retry_events(
             )
         )
 
-    return on_retry
+    def native(self) -> bool:
+        """Whether the policy publishes these events itself (``bus`` is the process-wide
+        one): it then takes ``operation`` as its name and does not call this hook, so each
+        retry is one event, not two."""
+        return self.bus is EVENTS
+
+
+def retry_events(
+    operation: str | None = None, bus: EventBus = EVENTS
+) -> Callable[[RetryEvent], None]:
+    """An ``on_retry`` callback for :class:`~resilient_trading.RetryPolicy` that publishes a
+    :class:`RetryAttemptEvent` (``kind="attempt"``) before each wait.
+
+    Every policy publishes its ``attempt`` and ``gave_up`` events on the process-wide bus
+    by itself; this adapter is for naming the operation (``RetryPolicy(name=...)`` does the
+    same) or for publishing to another :class:`EventBus`. The rule against double events:
+    aimed at the process-wide bus (the default), the adapter only names the policy's own
+    events and is never called; aimed at another bus, it publishes there, and the policy's
+    own events still go to the process-wide bus (one event per retry on each bus).
+
+    Example:
+        >>> from resilient_trading import RetryPolicy
+        >>> policy = RetryPolicy(on_retry=retry_events("place order"))
+    """
+    return _RetryEventsHook(_text(operation), bus)

@@ -40,22 +40,39 @@ Shared-state metrics (gauges unless noted):
 ``resilient_trading_store_backup_age_seconds{store}``           age of the ``.bak``
 =============================================================  =================================
 
-In-process metrics (:class:`EventMetrics`): ``resilient_trading_breaker_failures_total
-{breaker,error_kind}``, ``resilient_trading_breaker_transitions_total{breaker,state}``,
-``resilient_trading_retries_total{error_kind}``, ``resilient_trading_retry_delay_seconds``
-(histogram), ``resilient_trading_limiter_wait_seconds{limiter}`` (histogram),
-``resilient_trading_limiter_refusals_total{limiter}``, ``resilient_trading_store_commits_total``,
-``resilient_trading_store_events_total{kind}`` (conflict waits, lock timeouts, corruptions,
-restores), ``resilient_trading_store_lock_wait_seconds`` (histogram),
-``resilient_trading_address_events_total{address,kind}``,
-``resilient_trading_address_wait_seconds{address}`` (histogram),
-``resilient_trading_deadman_events_total{kind}``, ``resilient_trading_feed_events_total{kind}``,
-``resilient_trading_feed_gap_filled_total``,
-``resilient_trading_halt_changes_total{state}``, ``resilient_trading_alerts_total{state}``.
+In-process metrics (:class:`EventMetrics`, from the events every primitive publishes):
+
+==================================================================  ===============================
+``resilient_trading_breaker_failures_total{breaker,error_kind}``    failures counted
+``resilient_trading_breaker_transitions_total{breaker,state}``      state changes, by new state
+``resilient_trading_breaker_latches_total{breaker}``                critical errors that latched it
+``resilient_trading_breaker_outcomes_not_recorded_total{breaker}``  outcomes not written
+``resilient_trading_retries_total{error_kind}``                     retried attempts
+``resilient_trading_retry_delay_seconds``                           backoff before a retry (hist.)
+``resilient_trading_retry_gave_up_total{error_kind}``               calls the policy gave up
+``resilient_trading_limiter_admitted_weight_total{limiter}``        weight admitted
+``resilient_trading_limiter_wait_seconds{limiter}``                 sleep of admissions that waited
+``resilient_trading_limiter_refusals_total{limiter}``               calls refused
+``resilient_trading_limiter_pauses_total{limiter}``                 pauses (a 429)
+``resilient_trading_limiter_fallback_changes_total{limiter,mode}``  outage local share entered/left
+``resilient_trading_store_commits_total``                           store commits
+``resilient_trading_store_events_total{kind}``                      lock waits, timeouts, damage
+``resilient_trading_store_lock_wait_seconds``                       lock waits (histogram)
+``resilient_trading_address_events_total{address,kind}``            address budget events
+``resilient_trading_address_wait_seconds{address}``                 address pacing (histogram)
+``resilient_trading_deadman_events_total{kind}``                    dead man's switch events
+``resilient_trading_feed_events_total{kind}``                       feed events
+``resilient_trading_feed_gap_filled_total``                         items gap-filled
+``resilient_trading_halt_changes_total{state}``                     halt flag changes seen
+``resilient_trading_alerts_total{state}``                           alert events
+==================================================================  ===============================
+
+The ``limiter`` label is the budget's file name, Redis key, or an in-process limiter's
+``key``: the ``budget`` label of the shared-state metrics for the same budget.
 
 Why this module is long: it is the catalogue of every metric: each name, help text and label set is
-declared one by one (twenty shared-state families, sixteen in-process ones), and the table above
-documents each of them.
+declared one by one (twenty shared-state families, twenty-two in-process ones), and the tables above
+document each of them.
 """
 
 from __future__ import annotations
@@ -219,6 +236,9 @@ class FleetCollector:
 class EventMetrics:
     """An event listener counting this process's events into a Prometheus ``registry``.
 
+    Cheap enough for a listener on every guarded call: events are dispatched by type, and
+    each label set's child metric is looked up once and kept.
+
     Example:
         >>> from prometheus_client import CollectorRegistry
         >>> from resilient_trading import add_listener
@@ -234,31 +254,39 @@ class EventMetrics:
         def counter(name: str, doc: str, labels: list[str]) -> Any:
             return prom.Counter(p + name, doc, labels, registry=registry)
 
+        def histogram(name: str, doc: str, labels: list[str]) -> Any:
+            return prom.Histogram(p + name, doc, labels, registry=registry)
+
         self.failures = counter("breaker_failures", "Failures counted", ["breaker", "error_kind"])
         self.transitions = counter("breaker_transitions", "State changes", ["breaker", "state"])
+        self.latches = counter("breaker_latches", "Times a critical error latched it", ["breaker"])
+        self.not_recorded = counter(
+            "breaker_outcomes_not_recorded", "Outcomes its state could not record", ["breaker"]
+        )
         self.retries = counter("retries", "Retried attempts", ["error_kind"])
-        self.retry_delay = prom.Histogram(
-            p + "retry_delay_seconds", "Backoff before a retry", registry=registry
+        self.retry_delay = histogram("retry_delay_seconds", "Backoff before a retry", [])
+        self.gave_up = counter("retry_gave_up", "Calls the retry policy gave up", ["error_kind"])
+        self.wait = histogram(
+            "limiter_wait_seconds", "Time slept by admissions that waited", ["limiter"]
         )
-        self.wait = prom.Histogram(
-            p + "limiter_wait_seconds", "Time waited for the budget", ["limiter"], registry=registry
-        )
+        self.admitted = counter("limiter_admitted_weight", "Weight admitted", ["limiter"])
         self.refusals = counter("limiter_refusals", "Calls refused by the limiter", ["limiter"])
+        self.pauses = counter("limiter_pauses", "Pauses of every sharer (a 429)", ["limiter"])
+        self.fallbacks = counter(
+            "limiter_fallback_changes",
+            "Entered or left the outage local share",
+            ["limiter", "mode"],
+        )
         self.commits = counter("store_commits", "Store commits", [])
         self.store_events = counter(
             "store_events", "Store lock waits, timeouts, corruptions, restores", ["kind"]
         )
-        self.lock_wait = prom.Histogram(
-            p + "store_lock_wait_seconds", "Time waited for a store's lock", registry=registry
-        )
+        self.lock_wait = histogram("store_lock_wait_seconds", "Time waited for a store's lock", [])
         self.address_events = counter(
             "address_events", "Address budget events", ["address", "kind"]
         )
-        self.address_wait = prom.Histogram(
-            p + "address_wait_seconds",
-            "Time paced by the address budget",
-            ["address"],
-            registry=registry,
+        self.address_wait = histogram(
+            "address_wait_seconds", "Time paced by the address budget", ["address"]
         )
         self.deadman_events = counter("deadman_events", "Dead man's switch events", ["kind"])
         self.feed_events = counter("feed_events", "Feed events", ["kind"])
@@ -266,42 +294,92 @@ class EventMetrics:
         self.halts = counter("halt_changes", "Halt flag changes seen", ["state"])
         self.alerts = counter("alerts", "Alert events", ["state"])
         self._lock = threading.Lock()
+        # per limiter: its admitted-weight counter's child, found once
+        self._limiters: dict[str, Any] = {}
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            BreakerEvent: self._breaker,
+            RetryAttemptEvent: self._retry,
+            LimiterEvent: self._limiter,
+            StoreEvent: self._store,
+            AddressEvent: self._address,
+            DeadmanEvent: self._deadman,
+            FeedEvent: self._feed,
+            HaltEvent: self._halt,
+            AlertEvent: self._alert,
+        }
 
     def __call__(self, event: object) -> None:
-        if isinstance(event, BreakerEvent):
-            if event.kind == "failure":
-                self.failures.labels(event.breaker, event.error_kind or "unknown").inc()
-            elif event.kind in ("state_change", "reset") and event.new:
-                self.transitions.labels(event.breaker, event.new).inc()
-        elif isinstance(event, RetryAttemptEvent):
+        handler = self._handlers.get(type(event))
+        if handler is None:  # a subclass of an event type, or not an event
+            for cls, method in self._handlers.items():
+                if isinstance(event, cls):
+                    handler = method
+                    break
+            else:
+                return
+        handler(event)
+
+    def _breaker(self, event: BreakerEvent) -> None:
+        if event.kind == "failure":
+            self.failures.labels(event.breaker, event.error_kind or "unknown").inc()
+        elif event.kind in ("state_change", "reset") and event.new:
+            self.transitions.labels(event.breaker, event.new).inc()
+            if event.latched and event.new == "open":
+                self.latches.labels(event.breaker).inc()
+        elif event.kind == "not_recorded":
+            self.not_recorded.labels(event.breaker).inc()
+
+    def _retry(self, event: RetryAttemptEvent) -> None:
+        if event.kind == "attempt":
             self.retries.labels(event.error_kind).inc()
             self.retry_delay.observe(event.delay)
-        elif isinstance(event, LimiterEvent):
-            if event.kind == "waited":
-                self.wait.labels(_short(event.limiter)).observe(event.seconds)
-            elif event.kind == "refused":
-                self.refusals.labels(_short(event.limiter)).inc()
-        elif isinstance(event, StoreEvent):
-            if event.kind == "commit":
-                self.commits.inc()
-            else:
-                self.store_events.labels(event.kind).inc()
-                if event.kind in ("conflict_wait", "lock_timeout"):
-                    self.lock_wait.observe(event.seconds)
-        elif isinstance(event, AddressEvent):
-            self.address_events.labels(event.address, event.kind).inc()
-            if event.kind == "waited":
-                self.address_wait.labels(event.address).observe(event.seconds)
-        elif isinstance(event, DeadmanEvent):
-            self.deadman_events.labels(event.kind).inc()
-        elif isinstance(event, FeedEvent):
-            self.feed_events.labels(event.kind).inc()
-            if event.kind == "gap_filled":
-                self.gap_filled.inc(event.count)
-        elif isinstance(event, HaltEvent):
-            self.halts.labels(event.kind).inc()
-        elif isinstance(event, AlertEvent):
-            self.alerts.labels(event.state).inc()
+        elif event.kind == "gave_up":
+            self.gave_up.labels(event.error_kind).inc()
+
+    def _limiter(self, event: LimiterEvent) -> None:
+        kind = event.kind
+        if kind == "admitted":  # every admission: kept to one lookup and one increment
+            child = self._limiters.get(event.limiter)
+            if child is None:
+                child = self.admitted.labels(_short(event.limiter))
+                with self._lock:
+                    self._limiters[event.limiter] = child
+            child.inc(event.weight)
+        elif kind == "waited":
+            self.wait.labels(_short(event.limiter)).observe(event.seconds)
+        elif kind == "refused":
+            self.refusals.labels(_short(event.limiter)).inc()
+        elif kind == "paused":
+            self.pauses.labels(_short(event.limiter)).inc()
+        elif kind == "fallback":
+            self.fallbacks.labels(_short(event.limiter), event.mode or "fallback").inc()
+
+    def _store(self, event: StoreEvent) -> None:
+        if event.kind == "commit":
+            self.commits.inc()
+        else:
+            self.store_events.labels(event.kind).inc()
+            if event.kind in ("conflict_wait", "lock_timeout"):
+                self.lock_wait.observe(event.seconds)
+
+    def _address(self, event: AddressEvent) -> None:
+        self.address_events.labels(event.address, event.kind).inc()
+        if event.kind == "waited":
+            self.address_wait.labels(event.address).observe(event.seconds)
+
+    def _deadman(self, event: DeadmanEvent) -> None:
+        self.deadman_events.labels(event.kind).inc()
+
+    def _feed(self, event: FeedEvent) -> None:
+        self.feed_events.labels(event.kind).inc()
+        if event.kind == "gap_filled":
+            self.gap_filled.inc(event.count)
+
+    def _halt(self, event: HaltEvent) -> None:
+        self.halts.labels(event.kind).inc()
+
+    def _alert(self, event: AlertEvent) -> None:
+        self.alerts.labels(event.state).inc()
 
 
 def exposition(*, state_dir: str | None = None, redis_url: str | None = None) -> str:

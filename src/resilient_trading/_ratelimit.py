@@ -11,6 +11,14 @@ one round trip (:mod:`resilient_trading._limiter_redis`).
 This module holds the thin entry points: :meth:`RateLimiter.acquire` and
 :meth:`RateLimiter.acquire_async` share every decision and differ only by ``await``.
 
+Events: every limiter publishes :class:`~resilient_trading.LimiterEvent` objects on the
+process-wide bus (:func:`~resilient_trading.add_listener`), with no wiring: ``admitted``
+(``weight``, ``seconds`` waited), ``waited`` (before ``admitted`` when it slept: ``seconds``
+actually slept), ``refused`` (``seconds``: the ``retry_after``; redacted ``message``),
+``paused`` (``seconds``) and ``fallback`` (a Redis budget entered, ``mode="fallback"``, or
+left, ``mode="shared"``, its outage local share). While nobody listens, each site costs one
+check and builds nothing.
+
 Clocks: the in-memory and file budgets run on ``CLOCK_MONOTONIC`` (shared by every process on a
 host), so wall-clock steps cannot admit an extra budget. The Redis budget runs on the Redis
 server's clock; a step *back* there is detected and healed, a step forward cannot be told from
@@ -28,6 +36,7 @@ import asyncio
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +45,7 @@ from typing import Any, Literal
 from resilient_trading import _limiter_rules as rules
 from resilient_trading._clock import SYSTEM_CLOCK, Clock, SystemClock
 from resilient_trading._errors import RateLimitedError
+from resilient_trading._events import LimiterEvent, emit, event_text, listening
 from resilient_trading._limiter_state import Refused, StateBudget
 from resilient_trading._validate import check_number
 from resilient_trading.backends import FileState, MemoryState
@@ -239,6 +249,11 @@ class RateLimiter:
             self._budget.state, MemoryState
         )
         self._last_admitted: float | None = None
+        # events name the budget by where it lives (an in-process one by its key)
+        self._event_name = key if self._inline else self._budget.location
+        # only a Redis budget changes mode (its outage local share): watched after each call
+        self._mode: str | None = None if isinstance(self._budget, StateBudget) else "shared"
+        self._mode_lock = threading.Lock()
 
     @property
     def limits(self) -> tuple[RateLimit, ...]:
@@ -283,15 +298,75 @@ class RateLimiter:
 
     def _reserve(self, call: _Call) -> rules.Decision:
         """One transaction: the reservation, or ``RateLimitedError`` with nothing reserved."""
-        result = self._budget.reserve(call.weight, self._max_wait(call), call.started)
+        try:
+            result = self._budget.reserve(call.weight, self._max_wait(call), call.started)
+        except RateLimitedError as exc:  # a Redis budget's local share is too small for it
+            self._refused(call.weight, exc)
+            raise
+        finally:
+            if self._mode is not None:
+                self._watch_mode()
         if isinstance(result, Refused):
-            raise self._too_long(call, result)
+            err = self._too_long(call, result)
+            self._refused(call.weight, err)
+            raise err
         decision: rules.Decision = result
         return decision
 
-    def _admitted(self, decision: rules.Decision) -> float:
+    def _sleep(self, decision: rules.Decision) -> float:
+        """Sleep until ``decision`` is due; the seconds actually slept."""
+        started = self._base()
+        self._clock.sleep(decision.wait)
+        return max(0.0, self._base() - started)
+
+    async def _sleep_async(self, decision: rules.Decision) -> float:
+        started = self._base()
+        await self._clock.sleep_async(decision.wait)
+        return max(0.0, self._base() - started)
+
+    def _admitted(self, decision: rules.Decision, slept: float = 0.0) -> float:
         self._last_admitted = decision.at_ms / 1000
+        if listening():
+            name, weight = self._event_name, decision.weight
+            if slept > 0:
+                emit(LimiterEvent("waited", name, weight, slept))
+            emit(LimiterEvent("admitted", name, weight, slept))
         return decision.wait
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _refused(self, weight: int, err: RateLimitedError) -> None:
+        if listening():
+            emit(
+                LimiterEvent(
+                    "refused",
+                    self._event_name,
+                    weight,
+                    err.retry_after or 0.0,
+                    message=event_text(err),
+                )
+            )
+
+    def _watch_mode(self) -> None:
+        """Publish a ``fallback`` event when the Redis budget entered or left its local share
+        (the budget switches inside a call; this runs after each one). Under the lock, so
+        concurrent callers publish each change once, in order."""
+        if self._budget.mode == self._mode:
+            return
+        with self._mode_lock:
+            mode = str(self._budget.mode)
+            if mode == self._mode:
+                return
+            self._mode = mode
+        if listening():
+            if mode == "fallback":
+                text = (
+                    f"rate budget {self._event_name}: Redis unreachable; admitting on a local "
+                    f"share of 1/{self._budget.sharers} of each limit until it is back"
+                )
+            else:
+                text = f"rate budget {self._event_name}: Redis is back; sharing the budget again"
+            emit(LimiterEvent("fallback", self._event_name, message=event_text(text), mode=mode))
 
     # --- run twice --------------------------------------------------------------------------
 
@@ -304,9 +379,10 @@ class RateLimiter:
             decision = self._reserve(call)
         except RateLimitedError:
             return False
+        slept = 0.0
         if decision.wait > 0:  # under a millisecond: the rest of the current one
-            self._clock.sleep(decision.wait)
-        self._admitted(decision)
+            slept = self._sleep(decision)
+        self._admitted(decision, slept)
         return True
 
     def acquire(self, weight: int = 1, *, timeout: float | None = None) -> float:
@@ -326,13 +402,14 @@ class RateLimiter:
         """
         call = self._begin(weight, timeout)
         decision = self._reserve(call)
+        slept = 0.0
         try:
             if decision.wait > 0:
-                self._clock.sleep(decision.wait)
+                slept = self._sleep(decision)
         except BaseException:
             self._budget.release(decision)
             raise
-        return self._admitted(decision)
+        return self._admitted(decision, slept)
 
     async def acquire_async(self, weight: int = 1, *, timeout: float | None = None) -> float:
         """:meth:`acquire` for asyncio: waits with ``await``, never blocks the event loop.
@@ -341,13 +418,14 @@ class RateLimiter:
         the reservation is counted as used and expires with its window)."""
         call = self._begin(weight, timeout)
         decision = await self._run(self._reserve, call)
+        slept = 0.0
         try:
             if decision.wait > 0:
-                await self._clock.sleep_async(decision.wait)
+                slept = await self._sleep_async(decision)
         except BaseException:
             await self._run(self._budget.release, decision)
             raise
-        return self._admitted(decision)
+        return self._admitted(decision, slept)
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._inline:
@@ -372,7 +450,11 @@ class RateLimiter:
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
             raise ValueError(f"weight must be an int >= 0, got {weight!r}")
         if weight:
-            self._budget.charge(weight)
+            try:
+                self._budget.charge(weight)
+            finally:
+                if self._mode is not None:
+                    self._watch_mode()
 
     def pause(self, seconds: float) -> None:
         """Make every sharer of this budget wait ``seconds`` from now (after a 429).
@@ -386,11 +468,21 @@ class RateLimiter:
         if seconds > MAX_PAUSE:
             log.warning("rate budget %s: pause of %ss capped at %gs", self._key, seconds, MAX_PAUSE)
             seconds = MAX_PAUSE
-        self._budget.pause(float(seconds))
+        try:
+            self._budget.pause(float(seconds))
+        finally:
+            if self._mode is not None:
+                self._watch_mode()
+        if listening():
+            emit(LimiterEvent("paused", self._event_name, seconds=float(seconds)))
 
     def status(self) -> LimiterStatus:
         """Weight used and remaining in each window now, reservations ahead, any pause."""
-        state, now = self._budget.snapshot()
+        try:
+            state, now = self._budget.snapshot()
+        finally:
+            if self._mode is not None:
+                self._watch_mode()
         return status_of(
             state,
             now,

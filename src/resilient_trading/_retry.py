@@ -11,6 +11,12 @@ both an iterator (sync: sleeps with ``clock.sleep``) and an async iterator (``aw
 clock.sleep_async``), each attempt a context manager that classifies what it raised. The sync
 and async entry points are the same short loop, differing only by ``await``.
 
+Events: every policy publishes a :class:`~resilient_trading.RetryAttemptEvent` on the
+process-wide bus, with no wiring: ``attempt`` before each wait and ``gave_up`` when it stops
+retrying a transient error (attempts used up, or ``max_total`` reached). A critical error is
+raised at once with no retry event (the breaker reports it). While nobody listens nothing is
+built, and the success path never looks.
+
 Why this module is long: four entry points (``call``, ``call_checked`` and their async twins) and
 the decorator each keep their own success path, which builds nothing, so the sync and async pairs
 are written out side by side; it is barely over 300 lines, and the decisions are in
@@ -33,6 +39,13 @@ from resilient_trading._classify import classify
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
 from resilient_trading._decorate import guard_decorator
 from resilient_trading._errors import ResilienceError, TransientError
+from resilient_trading._events import (
+    RetryAttemptEvent,
+    _RetryEventsHook,
+    emit,
+    event_text,
+    listening,
+)
 from resilient_trading._validate import check_number
 
 __all__ = ["RetryEvent", "RetryPolicy"]
@@ -62,8 +75,12 @@ class RetryPolicy:
         jitter: Randomise each backoff between half and all of it, so sharers do not retry
             in lock-step.
         clock: Where sleeping happens (tests pass a ``ManualClock``: no real waiting).
-        on_retry: Called with a :class:`RetryEvent` before each wait.
+        on_retry: Called with a :class:`RetryEvent` before each wait. (The policy publishes
+            its own events; a :func:`~resilient_trading.retry_events` hook aimed at the
+            process-wide bus only names them and is not called: see there.)
         seed: Seed for the jitter (reproducible delays in tests).
+        name: The operation its events name (``RetryAttemptEvent.operation``); by default
+            the name of a ``retry_events`` hook, else the retried function's qualified name.
 
     Example:
         >>> from resilient_trading.testing import ManualClock
@@ -88,6 +105,7 @@ class RetryPolicy:
         clock: Clock = SYSTEM_CLOCK,
         on_retry: Callable[[RetryEvent], None] | None = None,
         seed: int | None = None,
+        name: str | None = None,
     ) -> None:
         if isinstance(attempts, bool) or not isinstance(attempts, int):
             raise TypeError(f"attempts must be an int, got {attempts!r}")
@@ -104,6 +122,9 @@ class RetryPolicy:
         self.jitter = bool(jitter)
         self.clock = clock
         self.on_retry = on_retry
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None, got {name!r}")
+        self.name = name
         self._random = random.Random(seed)
 
     def backoff(self, attempt: int) -> float:
@@ -131,7 +152,7 @@ class RetryPolicy:
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            run = _Run(self, exc)
+            run = _Run(self, exc, fn)
         else:
             if type(result) is not CoroutineType:  # the success path: one type check
                 return result
@@ -152,7 +173,7 @@ class RetryPolicy:
         try:
             return fn()
         except Exception as exc:
-            run = _Run(self, exc)
+            run = _Run(self, exc, fn)
         return self._again(run, fn, check)
 
     def _again(self, run: _Run, fn: Callable[[], T], check: Callable[[], T | None] | None) -> T:
@@ -171,7 +192,7 @@ class RetryPolicy:
         try:
             return await fn(*args, **kwargs)
         except Exception as exc:
-            run = _Run(self, exc)
+            run = _Run(self, exc, fn)
         return await self._again_async(run, functools.partial(fn, *args, **kwargs), None)
 
     async def call_checked_async(
@@ -184,7 +205,7 @@ class RetryPolicy:
         try:
             return await fn()
         except Exception as exc:
-            run = _Run(self, exc)
+            run = _Run(self, exc, fn)
         return await self._again_async(run, fn, check)
 
     async def _awaited(self, first: Any, again: Callable[[], Any]) -> Any:
@@ -192,7 +213,7 @@ class RetryPolicy:
         try:
             return await first
         except Exception as exc:
-            run = _Run(self, exc)
+            run = _Run(self, exc, getattr(again, "func", again))
         return await self._again_async(run, again, None)
 
     async def _again_async(
@@ -240,7 +261,7 @@ class RetryPolicy:
         if delay is None:
             return None
         log.warning("attempt %d failed (%s); retrying in %.3fs", attempt, last, delay)
-        if self.on_retry is not None:
+        if self.on_retry is not None and not _native(self.on_retry):
             try:
                 self.on_retry(RetryEvent(attempt, last, delay))
             except Exception:
@@ -258,6 +279,24 @@ async def _resolved(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
+def _native(hook: object) -> bool:
+    """``hook`` is a ``retry_events`` hook on the process-wide bus: the policy's own events
+    are the same events, so it is not called (no event twice)."""
+    return isinstance(hook, _RetryEventsHook) and hook.native()
+
+
+def _operation(policy: RetryPolicy, fn: object) -> str | None:
+    """What a run's events name: the policy's ``name``, a process-wide ``retry_events``
+    hook's operation, or the retried function's qualified name."""
+    if policy.name is not None:
+        return event_text(policy.name)
+    hook = policy.on_retry
+    if isinstance(hook, _RetryEventsHook) and hook.native():
+        return hook.operation
+    name = getattr(fn, "__qualname__", None)
+    return event_text(name) if isinstance(name, str) else None
+
+
 class _Run:
     """One call's retries after its first failure.
 
@@ -267,18 +306,34 @@ class _Run:
     :attr:`error` is the last error.
     """
 
-    def __init__(self, policy: RetryPolicy, first: Exception) -> None:
+    def __init__(self, policy: RetryPolicy, first: Exception, fn: object = None) -> None:
         self._policy = policy
+        self._fn = fn
         self.attempt = 1
         self.waited = 0.0
         self.error = policy._classified(first, 1)
 
     def _wait(self) -> float | None:
         delay = self._policy._next_delay(self.attempt, self.error, self.waited)
+        if listening():
+            self._publish(delay)
         if delay is not None:
             self.waited += delay
             self.attempt += 1
         return delay
+
+    def _publish(self, delay: float | None) -> None:
+        """``attempt`` (this attempt failed; waiting ``delay``) or ``gave_up`` (``None``)."""
+        emit(
+            RetryAttemptEvent(
+                kind="gave_up" if delay is None else "attempt",
+                operation=_operation(self._policy, self._fn),
+                attempt=self.attempt,
+                delay=0.0 if delay is None else delay,
+                error_kind=type(self.error).__name__,
+                message=event_text(self.error),
+            )
+        )
 
     def __iter__(self) -> Iterator[_Run]:
         while (delay := self._wait()) is not None:
