@@ -39,6 +39,17 @@ SCHEDULE_VOLUME = 1_000_000.0
 MAX_OPEN_ORDERS = 1000
 #: How many orders ``orderStatus`` remembers per address (about 2000 on the exchange).
 ORDER_RETENTION = 2000
+#: ``bulk_orders`` groupings (the SDK's ``Grouping``). ``normalTpsl``: the first order is the
+#: entry, the others its take-profit/stop-loss children, which wait for the entry to fill
+#: (status ``waitingForFill``), then go live sized to what filled (the action answers
+#: ``"waitingForTrigger"`` for a child whose entry filled at once: the answer recorded in
+#: nktkas/hyperliquid#96). ``positionTpsl``: take-profit/stop-loss attached to the position
+#: (a size of 0: the whole position, whatever it is when the trigger fires).
+GROUPINGS = ("na", "normalTpsl", "positionTpsl")
+WAITING = "waitingForFill"
+TRIGGER_WAIT = "waitingForTrigger"
+#: The statuses of an order that may still trade.
+LIVE = frozenset({"open", WAITING})
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,13 @@ class Order:
     orig_sz: float
     status: str = "open"
     status_ts: int = 0
+    filled_sz: float = 0.0  # how much of it has filled so far
+    #: ``normalTpsl``: a child's entry (its parent's oid); a parent's take-profit/stop-loss.
+    parent: int | None = None
+    children: list[int] = field(default_factory=list)
+    #: ``positionTpsl``: attached to the position; ``follows``: sized to the whole position.
+    position_tpsl: bool = False
+    follows: bool = False
 
     def wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -135,7 +153,7 @@ class Order:
             out["cloid"] = self.cloid
         return out
 
-    def frontend(self) -> dict[str, Any]:
+    def frontend(self, children: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         out = self.wire()
         out.update(
             {
@@ -145,8 +163,8 @@ class Order:
                 "reduceOnly": self.reduce_only,
                 "orderType": self._order_type(),
                 "tif": self.tif,
-                "isPositionTpsl": False,
-                "children": [],
+                "isPositionTpsl": self.position_tpsl,
+                "children": children or [],
             }
         )
         return out
@@ -431,6 +449,7 @@ class Engine:
         self.next_tid += 1
         acct.fills.append(fill)
         self.counters["fills"] += 1
+        self._filled(order, sz)
         return fill
 
     def sweep(self) -> None:
@@ -484,6 +503,175 @@ class Engine:
     def _close(self, order: Order, status: str) -> None:
         order.status = status
         order.status_ts = self.sim_ms()
+        if order.filled_sz <= 0:  # an entry closed unfilled takes its waiting children along
+            for child in self._children(order):
+                if child.status == WAITING:
+                    child.status, child.status_ts = "canceled", order.status_ts
+
+    # --- groups: normalTpsl and positionTpsl ----------------------------------------------------
+
+    def _children(self, order: Order) -> list[Order]:
+        return [self.orders[oid] for oid in order.children if oid in self.orders]
+
+    def waiting_children(self, order: Order) -> list[dict[str, Any]]:
+        """``frontendOpenOrders``: an entry lists its take-profit/stop-loss still waiting."""
+        return [c.frontend() for c in self._children(order) if c.status == WAITING]
+
+    def _filled(self, order: Order, sz: float) -> None:
+        """After ``sz`` of ``order`` filled: its waiting children go live sized to what has
+        filled; a child's fill cancels its siblings; the group's children fit the position."""
+        dec = self.coins[order.coin].sz_decimals
+        order.filled_sz = round(order.filled_sz + sz, dec)
+        now = self.sim_ms()
+        for child in self._children(order):
+            if child.status not in LIVE:
+                continue
+            if child.status == WAITING:
+                child.status, child.status_ts = "open", now
+            child.sz = round(min(child.orig_sz, order.filled_sz), dec)
+        parent = self.orders.get(order.parent) if order.parent is not None else None
+        if parent is not None:  # one take-profit/stop-loss of the group fired: the others go
+            for sibling in self._children(parent):
+                if sibling is not order and sibling.status in LIVE:
+                    self._close(sibling, "siblingFilledCanceled")
+        self._fit(order.user, order.coin, skip=order.oid)
+
+    def _fit(self, user: str, coin: str, *, skip: int | None = None) -> None:
+        """Grouped take-profits/stop-losses never exceed the position they reduce: they shrink
+        with it (a ``positionTpsl`` one for the whole position follows it), and are cancelled
+        (``reduceOnlyCanceled``) when it is gone or flipped."""
+        pos = self.accounts[user].positions.get(coin, Position())
+        dec = self.coins[coin].sz_decimals
+        for order in list(self.orders.values()):
+            if (
+                order.oid == skip
+                or order.user != user
+                or order.coin != coin
+                or order.status != "open"
+                or (order.parent is None and not order.position_tpsl)
+            ):
+                continue
+            reducible = round(max(0.0, -pos.szi if order.is_buy else pos.szi), dec)
+            if reducible <= 0:
+                self._close(order, "reduceOnlyCanceled")
+            elif order.follows:
+                order.sz = reducible
+            elif order.position_tpsl:
+                order.sz = min(order.orig_sz, reducible)
+            else:
+                order.sz = min(order.sz, reducible)
+
+    def _order_of(self, status: Any) -> Order | None:
+        """The order a ``resting``/``filled`` status names (None for an error)."""
+        for key in ("resting", "filled"):
+            body = status.get(key) if isinstance(status, dict) else None
+            if isinstance(body, dict):
+                return self.orders.get(body.get("oid"))  # type: ignore[arg-type]
+        return None
+
+    def place_action(
+        self,
+        user: str,
+        wires: list[Any],
+        grouping: str,
+        rejects: dict[int, str] | None = None,
+    ) -> list[Any]:
+        """One ``order`` action → one status per order. ``rejects``: item index → an error
+        text to answer for that item instead of placing it (the one-item fault)."""
+        refused = rejects or {}
+
+        def one(index: int, wire: Any) -> Any:
+            if index in refused:
+                self.counters["rejected_orders"] += 1
+                return {"error": refused[index]}
+            if not isinstance(wire, dict):
+                return {"error": "Order has invalid price or size."}
+            return self.place(user, wire)
+
+        if grouping == "normalTpsl" and wires:
+            return self._place_normal_tpsl(user, wires, one)
+        if grouping == "positionTpsl":
+            return [self._place_position_tpsl(user, i, w, one) for i, w in enumerate(wires)]
+        return [one(i, w) for i, w in enumerate(wires)]
+
+    def _place_normal_tpsl(
+        self, user: str, wires: list[Any], one: Callable[[int, Any], Any]
+    ) -> list[Any]:
+        statuses = [one(0, wires[0])]
+        parent = self._order_of(statuses[0])
+        for index, wire in enumerate(wires[1:], start=1):
+            asset = wire.get("a") if isinstance(wire, dict) else None
+            if parent is None:
+                # Unverified text (docs/howto/simulator.md lists it): the entry was refused.
+                statuses.append(
+                    {"error": f"Entry of the normalTpsl group was not placed. asset={asset}"}
+                )
+                continue
+            problem = self._child_problem(parent, wire)
+            if problem is not None:
+                statuses.append({"error": f"{problem} asset={asset}"})
+                continue
+            status = one(index, wire)
+            child = self._order_of(status)
+            if child is None:
+                statuses.append(status)
+                continue
+            child.parent = parent.oid
+            parent.children.append(child.oid)
+            if parent.filled_sz > 0:
+                dec = self.coins[child.coin].sz_decimals
+                child.sz = round(min(child.orig_sz, parent.filled_sz), dec)
+                statuses.append(TRIGGER_WAIT)
+            else:
+                child.status = WAITING
+                statuses.append(WAITING)
+        if parent is not None and parent.filled_sz > 0:
+            self._fit(user, parent.coin)
+        return statuses
+
+    @staticmethod
+    def _child_problem(parent: Order, wire: Any) -> str | None:
+        """Why ``wire`` cannot be a take-profit/stop-loss of ``parent`` (unverified texts)."""
+        kind = wire.get("t") if isinstance(wire, dict) else None
+        trigger = kind.get("trigger") if isinstance(kind, dict) else None
+        if parent.kind != "limit":
+            return "The first order of a normalTpsl group must be a limit order."
+        if not isinstance(trigger, dict) or not wire.get("r"):
+            return "A normalTpsl child must be a reduce-only take-profit/stop-loss trigger."
+        if wire.get("a") != COIN_INDEX.get(parent.coin) or bool(wire.get("b")) == parent.is_buy:
+            return "A normalTpsl child must close its entry (same asset, other side)."
+        return None
+
+    def _place_position_tpsl(
+        self, user: str, index: int, wire: Any, one: Callable[[int, Any], Any]
+    ) -> Any:
+        kind = wire.get("t") if isinstance(wire, dict) else None
+        trigger = kind.get("trigger") if isinstance(kind, dict) else None
+        asset = wire.get("a") if isinstance(wire, dict) else None
+        if not isinstance(trigger, dict) or not wire.get("r"):
+            # Unverified text (docs/howto/simulator.md lists it).
+            return {
+                "error": "A positionTpsl order must be a reduce-only take-profit/stop-loss "
+                f"trigger. asset={asset}"
+            }
+        if not isinstance(asset, int) or not 0 <= asset < len(COINS):
+            return {"error": f"Invalid asset: {asset}"}
+        spec = COINS[asset]
+        pos = self.accounts[user].positions.get(spec.name, Position())
+        reducible = round(max(0.0, -pos.szi if wire.get("b") else pos.szi), spec.sz_decimals)
+        if reducible <= 0:
+            return {"error": f"Reduce only order would increase position. asset={asset}"}
+        try:
+            size = float(wire["s"])
+        except (KeyError, TypeError, ValueError):
+            return {"error": "Order has invalid price or size."}
+        follows = size == 0
+        status = one(index, {**wire, "s": fmt(reducible if follows else min(size, reducible))})
+        order = self._order_of(status)
+        if order is None:
+            return status
+        order.position_tpsl, order.follows = True, follows
+        return TRIGGER_WAIT
 
     # --- actions ------------------------------------------------------------------------------
 
@@ -601,7 +789,7 @@ class Engine:
         acct.history.append(order.oid)
         while len(acct.history) > self.order_retention:
             oldest = self.orders.get(acct.history[0])
-            if oldest is not None and oldest.status == "open":
+            if oldest is not None and oldest.status in LIVE:
                 break
             acct.history.pop(0)
             if oldest is not None:
@@ -676,7 +864,7 @@ class Engine:
         if (
             order is None
             or order.user != user
-            or order.status != "open"
+            or order.status not in LIVE
             or self.asset_of.get(order.coin) != asset
         ):
             return {"error": f"Order was never placed, already canceled, or filled. asset={asset}"}
@@ -692,17 +880,35 @@ class Engine:
         if order is None or order.user != user or order.status != "open":
             return {"error": "Cannot modify canceled or filled order"}
         acct = self.accounts[user]
+        kids: list[int] = []
+        if order.filled_sz <= 0:  # waiting children move to the replacement
+            kids, order.children = order.children, []
         self._close(order, "canceled")
         reused = order.cloid if order.cloid is not None and wire.get("c") == order.cloid else None
         if reused is not None:
             acct.cloids.discard(reused)
         status = self.place(user, wire)
-        if "error" in status:
+        new = self._order_of(status)
+        if new is None:
             order.status = "open"  # the replacement was refused: the old order stays
+            order.children = order.children or kids
             if reused is not None:
                 acct.cloids.add(reused)
         else:
             self.counters["modifies"] = self.counters.get("modifies", 0) + 1
+            new.children = kids
+            for child in self._children(new):
+                child.parent = new.oid
+            # A replaced take-profit/stop-loss stays in its group, or on its position.
+            new.position_tpsl, new.follows = order.position_tpsl, order.follows
+            group = self.orders.get(order.parent) if order.parent is not None else None
+            if group is not None:
+                new.parent = group.oid
+                group.children = [new.oid if c == order.oid else c for c in group.children]
+            if new.position_tpsl or new.parent is not None:
+                self._fit(user, new.coin)
+            if new.filled_sz > 0 and kids:
+                self._filled(new, 0.0)  # it filled at once: its children go live
         return status
 
     def order_status(self, user: str, ref: int | str) -> dict[str, Any]:
@@ -718,6 +924,9 @@ class Engine:
                 "statusTimestamp": order.status_ts,
             },
         }
+
+
+COIN_INDEX = {spec.name: i for i, spec in enumerate(COINS)}
 
 
 def valid_px(px: float, sz_decimals: int) -> bool:

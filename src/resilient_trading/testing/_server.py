@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from resilient_trading.testing._engine import COINS, Engine
+from resilient_trading._validate import check_int
+from resilient_trading.testing._engine import COINS, GROUPINGS, Engine
 from resilient_trading.testing._ws import WsHub
 
 __all__ = ["EXTRA_FAULT_KINDS", "FAULT_KINDS", "FaultConfig", "Simulator"]
@@ -74,6 +75,9 @@ class FaultConfig:
     _forced: collections.deque[tuple[str, str | None]] = field(
         default_factory=collections.deque, repr=False
     )
+    _items: collections.deque[tuple[int, str | None, str | None]] = field(
+        default_factory=collections.deque, repr=False
+    )
 
     @classmethod
     def uniform(cls, rate: float, **kwargs: Any) -> FaultConfig:
@@ -98,9 +102,32 @@ class FaultConfig:
             raise ValueError(f"kind must be one of {FAULT_KINDS + EXTRA_FAULT_KINDS}")
         self._forced.extend([(kind, only)] * count)
 
+    def reject_item(
+        self,
+        index: int,
+        message: str | None = None,
+        *,
+        count: int = 1,
+        grouping: str | None = None,
+    ) -> None:
+        """Refuse item ``index`` of the next ``count`` ``order`` actions while their other
+        items are processed (e.g. the take-profit of an entry grouped ``normalTpsl``, index 1,
+        refused while the entry and the stop-loss go through).
+
+        ``message`` is the error text the item answers (by default the exchange's documented
+        ``Price must be divisible by tick size. asset=N``); ``grouping`` narrows the eligible
+        actions to one grouping (``"na"``, ``"normalTpsl"``, ``"positionTpsl"``). An action
+        with no item at ``index`` is not eligible.
+        """
+        check_int("index", index)
+        check_int("count", count, minimum=1)
+        if grouping is not None and grouping not in GROUPINGS:
+            raise ValueError(f"grouping must be None or one of {GROUPINGS}, got {grouping!r}")
+        self._items.extend([(index, message, grouping)] * count)
+
     def pending(self) -> int:
-        """How many forced faults have not been injected yet."""
-        return len(self._forced)
+        """How many forced faults (``force``, ``reject_item``) have not been injected yet."""
+        return len(self._forced) + len(self._items)
 
 
 def info_weight(request: dict[str, Any]) -> int:
@@ -197,6 +224,7 @@ class Simulator:
             "faults": dict.fromkeys(FAULT_KINDS + EXTRA_FAULT_KINDS, 0),
             "bad_signatures": 0,
             "bad_nonces": 0,
+            "item_errors": 0,
         }
         self._stop = threading.Event()
         #: The WebSocket face at ``/ws`` (same port) and its fault controls (testing/_ws.py).
@@ -272,6 +300,21 @@ class Simulator:
             if kind:
                 self.counters["faults"][kind] = self.counters["faults"].get(kind, 0) + 1
             return kind
+
+    def _item_rejects(self, wires: list[Any], grouping: str) -> dict[int, str]:
+        """The one-item fault (:meth:`FaultConfig.reject_item`) for this ``order`` action:
+        item index → the error text it answers instead of being placed."""
+        with self._lock:
+            for position, (index, message, only) in enumerate(self.faults._items):
+                if index < len(wires) and only in (None, grouping):
+                    del self.faults._items[position]
+                    self.counters["item_errors"] += 1
+                    wire = wires[index]
+                    asset = wire.get("a") if isinstance(wire, dict) else None
+                    # From Hyperliquid's docs ("Error responses"), as the engine's texts.
+                    text = message or f"Price must be divisible by tick size. asset={asset}"
+                    return {index: text}
+            return {}
 
     def handle(self, path: str, ip: str, body: bytes) -> tuple[int, Any]:
         """Process one request; returns (HTTP status, JSON-able answer or raw bytes)."""
@@ -362,7 +405,9 @@ class Simulator:
         if kind in ("openOrders", "frontendOpenOrders"):
             orders = [o for o in eng.orders.values() if o.user == user and o.status == "open"]
             orders.sort(key=lambda o: -o.oid)
-            return 200, [o.frontend() if kind == "frontendOpenOrders" else o.wire() for o in orders]
+            if kind == "frontendOpenOrders":  # an entry lists its children waiting for it
+                return 200, [o.frontend(eng.waiting_children(o)) for o in orders]
+            return 200, [o.wire() for o in orders]
         if kind == "orderStatus":
             ref = req.get("oid")
             if not isinstance(ref, int | str):
@@ -391,6 +436,11 @@ class Simulator:
         kind = action.get("type")
         if kind not in _ACTIONS:
             return 422, DESERIALIZE  # the exchange parses actions into a closed set of types
+        if kind == "order" and (
+            not isinstance(action.get("orders"), list)
+            or action.get("grouping", "na") not in GROUPINGS
+        ):
+            return 422, DESERIALIZE  # ... and a grouping into its enum
         try:
             signer = recover_agent_or_user_from_l1_action(
                 action, signature, req.get("vaultAddress"), nonce, req.get("expiresAfter"), False
@@ -452,8 +502,10 @@ class Simulator:
                 return 200, {"status": "err", "response": problem}
             return 200, {"status": "ok", "response": {"type": "default"}}
         if kind == "order":
-            statuses = [eng.place(signer, wire) for wire in action.get("orders", [])]
-            return 200, _statuses("order", statuses)
+            wires = action["orders"]
+            grouping = action.get("grouping", "na")
+            rejects = self._item_rejects(wires, grouping)
+            return 200, _statuses("order", eng.place_action(signer, wires, grouping, rejects))
         if kind in ("cancel", "cancelByCloid"):
             statuses = []
             for item in action.get("cancels", []):
