@@ -68,8 +68,8 @@ def _close_gateways() -> Iterator[None]:
 
 
 class Recorder:
-    """Forwards to the wrapped exchange, remembering each ``bulk_orders`` grouping (the
-    simulator accepts ``normalTpsl`` but does not model it, so the wire is checked here)."""
+    """Forwards to the wrapped exchange, remembering each ``bulk_orders`` grouping (what went
+    on the wire, beside what the simulator made of it)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -128,6 +128,74 @@ def test_a_failed_stop_placement_is_rearmed_by_the_next_reconcile(
         assert [o.status for o in read_history(bot.history).values()] == ["never_placed"]
         assert state.counters.stops_rearmed == 2
         assert sim.snapshot()["duplicate_cloids"] == 0
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("item", "exit_kind"), [(1, "take-profit"), (2, "stop-loss")])
+def test_one_exit_of_the_grouped_entry_refused_leaves_no_position_without_a_stop(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, item: int, exit_kind: str
+) -> None:
+    """The exchange refuses one item of the ``normalTpsl`` group (entry, take-profit, stop)
+    while the others go through: after the next reconcile the position has exactly one
+    working stop sized to it, and nothing was sent twice."""
+    wallet = eth_account.Account.create()
+    faults = FaultConfig()
+    with Simulator(seed=3, speed=60, faults=faults, accounts={wallet.address: 10_000.0}) as sim:
+        gw = connect(sim, wallet, tmp_path)
+        bot = Bot(load_config(CONFIG), gw, tmp_path)
+        bot.strategies = [AlwaysLong()]  # type: ignore[list-item]
+        bot.start()
+        faults.reject_item(item, grouping="normalTpsl")
+        deadline = time.monotonic() + 30
+        with caplog.at_level(logging.WARNING, logger="bot"):
+            while gw.account("BTC").position.flat and time.monotonic() < deadline:
+                bot.step()
+            assert faults.pending() == 0, f"the {exit_kind} was never refused"
+            assert sim.snapshot()["item_errors"] == 1
+            szi = gw.account("BTC").position.szi
+            assert szi > 0
+            bot.reconcile()
+        (stop,) = stops(gw, szi)  # one stop, never two
+        assert float(stop["sz"]) == pytest.approx(szi)
+        if exit_kind == "stop-loss":
+            assert "no working stop" in caplog.text  # re-armed, and it says so
+        assert bot.store.read().position.stop_px is not None
+        assert sim.snapshot()["duplicate_cloids"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_under_the_address_throttle_the_refused_stop_is_rearmed_before_any_entry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The address is over its action cap (the exchange lets one action through per 10 s and
+    the bot's budget paces one per 11 s): the grouped entry's stop-loss is refused, and the next
+    reconcile re-arms it through the throttle (closes and stops go first); no second entry."""
+    wallet = eth_account.Account.create()
+    faults = FaultConfig()
+    with Simulator(
+        seed=3, speed=60, faults=faults, accounts={wallet.address: 10_000.0}, address_buffer=0
+    ) as sim:
+        gw = connect(sim, wallet, tmp_path)
+        bot = Bot(load_config(CONFIG), gw, tmp_path)
+        bot.strategies = [AlwaysLong()]  # type: ignore[list-item]
+        bot.start()
+        faults.reject_item(2, grouping="normalTpsl")
+        deadline = time.monotonic() + 60
+        with caplog.at_level(logging.WARNING):
+            while gw.account("BTC").position.flat and time.monotonic() < deadline:
+                bot.step()
+            assert faults.pending() == 0
+            szi = gw.account("BTC").position.szi
+            assert szi > 0
+            assert gw.address_budget is not None and gw.address_budget.status().throttled
+            placed = sim.snapshot()["orders_placed"]
+            bot.reconcile()
+        (stop,) = stops(gw, szi)
+        assert float(stop["sz"]) == pytest.approx(szi)
+        assert "no working stop" in caplog.text
+        assert sim.snapshot()["orders_placed"] == placed + 1  # the stop, and no entry
+        assert sim.snapshot()["duplicate_cloids"] == 0
+        assert sim.snapshot()["http_429"] == 0
 
 
 @pytest.mark.timeout(90)
