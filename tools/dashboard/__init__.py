@@ -1,0 +1,1 @@
+"""The parts of ``tools/render_dashboard.py`` (``make dashboard``): see that file."""
