@@ -130,6 +130,32 @@ def test_every_name_follows_the_conventions(tmp_path: Path) -> None:
             assert set(s.labels) <= {"budget", "period_seconds", "breaker", "address", "store"}
 
 
+def test_fleet_and_event_metrics_share_one_registry_without_a_family_clash(
+    tmp_path: Path,
+) -> None:
+    """The bot serves both in one registry: a gauge ``x`` beside a counter ``x_total`` would
+    be one family twice (OpenMetrics refuses it; the parser merges them)."""
+    from resilient_trading._metrics import FleetCollector
+
+    write_fleet("dir", str(tmp_path))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(FleetCollector(state_dir=str(tmp_path)))
+    EventMetrics(registry)  # declares every event family (# TYPE lines) at once
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry).decode()
+    declared: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            base = name[: -len("_total")] if kind == "counter" and name.endswith("_total") else name
+            assert base not in declared, f"{name} ({kind}) clashes with {declared[base]}"
+            declared[base] = f"{name} ({kind})"
+    names = [f.name for f in text_string_to_metric_families(text)]
+    assert len(names) == len(set(names))
+    assert "resilient_trading_breaker_consecutive_failures" in names
+
+
 @given(outcomes=st.lists(st.booleans(), max_size=15))
 def test_event_counters_count_what_the_events_say(outcomes: list[bool]) -> None:
     registry = CollectorRegistry()

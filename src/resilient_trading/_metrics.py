@@ -28,7 +28,7 @@ Shared-state metrics (gauges unless noted):
 ``resilient_trading_budget_fallback{budget}``                   1 while on the local share
 ``resilient_trading_breaker_state{breaker}``                    0 closed, 1 half-open, 2 open
 ``resilient_trading_breaker_latched{breaker}``                  1 when latched
-``resilient_trading_breaker_failures{breaker}``                 consecutive failures counted
+``resilient_trading_breaker_consecutive_failures{breaker}``     consecutive failures counted
 ``resilient_trading_breaker_trips_total{breaker}``              times opened (counter)
 ``resilient_trading_breaker_opened_timestamp_seconds{breaker}`` when it last opened
 ``resilient_trading_address_actions_used{address}``             actions used of the cap
@@ -193,7 +193,9 @@ class FleetCollector:
         yield from (used, limit, ratio, paused, fallback)
         state = gauge(p + "breaker_state", "0 closed, 1 half-open, 2 open", labels=["breaker"])
         latched = gauge(p + "breaker_latched", "1 when latched", labels=["breaker"])
-        failures = gauge(p + "breaker_failures", "Consecutive failures counted", labels=["breaker"])
+        failures = gauge(
+            p + "breaker_consecutive_failures", "Consecutive failures counted", labels=["breaker"]
+        )
         trips = counter(p + "breaker_trips", "Times the breaker opened", labels=["breaker"])
         opened = gauge(
             p + "breaker_opened_timestamp_seconds", "When it last opened", labels=["breaker"]
