@@ -5,6 +5,10 @@ is killed with SIGKILL at random moments and restarted on the same state, while 
 process spends the same shared rate budget. At the end the market is frozen, the bot
 reconciles once more, and the invariants are checked: no duplicate order at the exchange, no
 429, the state file always parsed and matches the exchange. Exits 1 if any invariant breaks.
+
+``make soak SOAK_MODE=week`` runs the compressed week instead (``examples/soak_week.py``):
+a week of the address's action budget in minutes, the dead man's switch, the state file's
+size and commit time from the first day to the last.
 """
 
 from __future__ import annotations
@@ -33,30 +37,7 @@ from examples.demo import (  # noqa: E402
     summarize,
     verify_state,
 )
-
-_SHARER = """
-import sys, time
-from resilient_trading import RateLimiter
-from resilient_trading.presets import hyperliquid as hl
-from hyperliquid.info import Info
-url, budget, until = sys.argv[1], sys.argv[2], float(sys.argv[3])
-limiter = RateLimiter(hl.REST_LIMIT.scaled(0.9), state_path=budget, key="hyperliquid")
-while True:
-    try:
-        info = hl.wrap_info(hl.make_info(url, limiter, timeout=2), limiter)
-        break
-    except Exception:
-        time.sleep(0.5)
-calls = 0
-while time.time() < until:
-    try:
-        info.all_mids()
-        calls += 1
-    except Exception:
-        pass
-    time.sleep(0.5)
-print(calls)
-"""
+from examples.soak_week import SHARER  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     until = time.time() + args.seconds
     sharer = subprocess.Popen(
-        [sys.executable, "-c", _SHARER, url, str(workdir / "budget.json"), str(until)],
+        [sys.executable, "-c", SHARER, url, str(workdir / "budget.json"), str(until)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
