@@ -13,6 +13,11 @@ Layout (little endian), then base64 with the prefix ``"rl3:"``::
     per ring q budget, q period_ms, q width_ms, q buckets, then each bucket's index and
              weight
 
+Packing a ring re-packs only its ends when only they changed since it was last packed (the
+common acquire: buckets left the front, the last one grew or a new one was added), reusing the
+middle as bytes; the ring counts its other changes (``edits``, ``popped``) so a change in the
+middle re-packs it whole.
+
 Every field is checked as :func:`resilient_trading._limiter_rules.from_json` checks the JSON
 form (:class:`~resilient_trading._limiter_rules.BadState` names the first bad field), and
 :func:`parse` still reads the JSON form older versions wrote.
@@ -58,8 +63,31 @@ def encode(state: rules.LimiterState) -> str:
         n = len(ring.buckets)
         parts.append(_RING.pack(ring.budget, ring.period_ms, ring.width_ms, n))
         if n:
-            parts.append(struct.pack(f"<{2 * n}q", *chain.from_iterable(ring.buckets)))
+            parts.append(_pack_buckets(ring))
     return PREFIX + binascii.b2a_base64(b"".join(parts), newline=False).decode("ascii")
+
+
+def _pack_buckets(ring: rules.Ring) -> bytes:
+    """A ring's buckets packed; re-packs only its ends when it changed only there since the
+    last time (the common acquire: a few buckets left the front, one grew or was added at
+    the end), which keeps a full window as cheap to store as an empty one."""
+    buckets = ring.buckets
+    n = len(buckets)
+    cache = ring.packed
+    data: bytes | None = None
+    if cache is not None and cache[0] is buckets and cache[1] == ring.edits:
+        _, _, popped, count, old = cache
+        dropped = ring.popped - popped
+        keep = count - dropped - 1  # cached records still valid (the last one may have grown)
+        if dropped >= 0 and 0 <= keep < n:
+            fresh = [x for i in range(keep - n, 0) for x in buckets[i]]
+            data = old[16 * dropped : 16 * (dropped + keep)] + struct.pack(
+                f"<{len(fresh)}q", *fresh
+            )
+    if data is None:
+        data = struct.pack(f"<{2 * n}q", *chain.from_iterable(buckets))
+    ring.packed = (buckets, ring.edits, ring.popped, n, data)
+    return data
 
 
 def _ints(raw: bytes, offset: int, count: int, where: str) -> tuple[int, ...]:
@@ -111,6 +139,7 @@ def decode(text: str) -> rules.LimiterState:
         ring = rules.Ring(budget, period, width)
         ring.buckets = deque(map(list, zip(index, weight, strict=True)))
         ring.total = sum(weight)
+        ring.packed = (ring.buckets, 0, 0, count, raw[offset - 16 * count : offset])
         rings.append(ring)
     if offset != len(raw):
         raise rules.BadState("state", f"{len(raw) - offset} unexpected bytes at the end")

@@ -1,12 +1,18 @@
 """The limiter's budget in Redis: one Lua script, one round trip, and a local share in outages.
 
 Every operation (reserve, release, charge, pause, status, merge) is one ``EVALSHA`` of the
-script below, which runs :mod:`resilient_trading._limiter_rules` line for line on the server:
-it reads the server's ``TIME``, trims, checks every limit with the FIFO reservation rule,
-writes and sets expiries. The script is loaded once (``SCRIPT LOAD``) and reloaded on
-``NOSCRIPT`` (after a Redis restart). Keys are hash-tagged (``resilient-trading:limiter:{key}``
-and ``...:sharers``) so both live on one Redis Cluster slot. The Redis must run with
-``maxmemory-policy noeviction``: an evicted budget would forget its window.
+script in :mod:`resilient_trading._limiter_lua`, which runs
+:mod:`resilient_trading._limiter_rules` line for line on the server: it reads the server's
+``TIME``, trims, checks every limit with the FIFO reservation rule, writes and sets expiries.
+The script is loaded on the first ``NOSCRIPT`` (and again after a Redis restart). Keys are
+hash-tagged (``resilient-trading:limiter:{key}`` and suffixes of it) so all live on one Redis
+Cluster slot. The Redis must run with ``maxmemory-policy noeviction``: an evicted budget would
+forget its window.
+
+The hot path skips what redis-py does per command: the command is sent as bytes encoded once
+(:class:`~resilient_trading._limiter_lua.Command`) on one connection this budget keeps (taken
+from redis-py's pool, so connecting, timeouts and TLS are redis-py's), and the common answer
+is a single integer.
 
 When Redis cannot be reached (``on_error="fallback"``, the default), the budget does not raise:
 
@@ -19,21 +25,24 @@ When Redis cannot be reached (``on_error="fallback"``, the default), the budget 
    admissions of the last window back, plus a reserve covering sharers still on their local
    share for one backoff interval and one window, then resumes sharing the budget.
 
-Why this module is long: about half of it is the Lua script, kept next to the Python that
-calls it so the argument order of the two cannot drift apart.
+Why this module is long: the outage mode (local share, backoff, merge, grace window) is
+most of it; the script and its argument encoding live in :mod:`resilient_trading._limiter_lua`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from resilient_trading import _limiter_rules as rules
 from resilient_trading._errors import NetworkError, RateLimitedError, redact
+from resilient_trading._limiter_lua import SCRIPT, Command
 from resilient_trading._limiter_state import Refused
 
 __all__ = ["RedisBudget"]
@@ -42,416 +51,10 @@ log = logging.getLogger("resilient_trading.ratelimit")
 
 _BACKOFF_MIN = 0.25
 _BACKOFF_MAX = 2.0
-
-SCRIPT = r"""
--- resilient-trading rate budget: one round trip per operation.
--- Mirrors src/resilient_trading/_limiter_rules.py (same rule, same fields).
--- KEYS[1]: the budget's state, MessagePack (`status` returns JSON). Each ring keeps its buckets
--- in one binary string `s` of 16-byte records (index, weight as big-endian doubles; stamp =
--- index * width) and a running `total`: the common call (room now, nobody queued) trims the
--- front and appends at the end of that string without decoding it. Every other path decodes
--- the rings into arrays `i`, `w`, runs the general rule, and encodes them back.
--- KEYS[2]: sharers' heartbeats (sorted set, score = ms).
--- ARGV: op, sharer, nrings, (budget, period_ms, width_ms) * nrings, op arguments...
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000   -- ms, fractional
-local floor_now, ceil_now = math.floor(now), math.ceil(now)
-local op, sharer, nrings = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local MAX_AHEAD = 86400000
-
-local raw = redis.call('GET', KEYS[1])
-local st, repaired = nil, false
-if raw then
-  local ok, decoded = pcall(cmsgpack.unpack, raw)
-  if ok and type(decoded) == 'table' and decoded.v == 4 and type(decoded.rings) == 'table' then
-    st = decoded
-  else
-    repaired = true
-  end
-end
-local longest = 0
-for r = 1, nrings do
-  local p = tonumber(ARGV[3 + 3 * r - 1])
-  if p > longest then longest = p end
-end
-if not st then
-  st = {v = 4, paused_until = 0, last = floor_now, queue = {}, rings = {}, next = 0, contended = 0}
-  if repaired then st.paused_until = ceil_now + longest end
-end
-local queue = st.queue
-
-local REC = 16
-local function decode(ring)  -- binary string -> arrays (idempotent)
-  if ring.i then return end
-  local ii, ww, s = {}, {}, ring.s
-  for k = 1, #s / REC do
-    ii[k], ww[k] = struct.unpack('>dd', s, (k - 1) * REC + 1)
-  end
-  ring.i, ring.w = ii, ww
-end
-local function encode(ring)  -- arrays -> binary string
-  if not ring.i then return end
-  local parts = {}
-  for k = 1, #ring.i do parts[k] = struct.pack('>dd', ring.i[k], ring.w[k]) end
-  ring.s, ring.i, ring.w = table.concat(parts), nil, nil
-end
-local function decode_all()
-  for _, ring in ipairs(st.rings) do decode(ring) end
-end
-
--- a step back of the server clock: move every stored time back with it
-local step = 0
-if st.last > floor_now then
-  step = st.last - floor_now
-  decode_all()
-  for _, ring in ipairs(st.rings) do
-    local ni, nw, n = {}, {}, 0
-    for k = 1, #ring.i do
-      local idx = math.ceil((ring.i[k] * ring.width - step) / ring.width)
-      if n > 0 and ni[n] == idx then
-        nw[n] = nw[n] + ring.w[k]
-      else
-        n = n + 1
-        ni[n], nw[n] = idx, ring.w[k]
-      end
-    end
-    ring.i, ring.w = ni, nw
-  end
-  for _, q in ipairs(queue) do q[1] = q[1] - step end
-  if st.paused_until > 0 then st.paused_until = st.paused_until - step end
-  if st.next > 0 then st.next = st.next - step end
-  if st.contended > 0 then st.contended = st.contended - step end
-end
-st.last = floor_now
-
--- the rings this caller needs (others' rings are kept and counted into)
-local mine = {}
-for r = 1, nrings do
-  local budget = tonumber(ARGV[3 + 3 * r - 2])
-  local period = tonumber(ARGV[3 + 3 * r - 1])
-  local width = tonumber(ARGV[3 + 3 * r])
-  local found = nil
-  for _, ring in ipairs(st.rings) do
-    if ring.budget == budget and ring.period == period then found = ring break end
-  end
-  if not found then
-    found = {budget = budget, period = period, width = width, s = '', total = 0}
-    st.rings[#st.rings + 1] = found
-  end
-  mine[r] = found
-end
-
--- trim: buckets that left the window (from the front), reservations reached
-local kept = {}
-for _, ring in ipairs(st.rings) do
-  if ring.i then
-    local ii, ww, n = ring.i, ring.w, #ring.i
-    local drop = 0
-    while drop < n
-        and (ii[drop + 1] * ring.width + ring.period <= floor_now or ww[drop + 1] == 0) do
-      drop = drop + 1
-    end
-    if drop > 0 then
-      for k = 1, drop do ring.total = ring.total - ww[k] end
-      for k = 1, n - drop do ii[k], ww[k] = ii[k + drop], ww[k + drop] end
-      for k = n - drop + 1, n do ii[k], ww[k] = nil, nil end
-    end
-  else
-    local s, n, drop = ring.s, #ring.s / REC, 0
-    while drop < n do
-      local idx, w = struct.unpack('>dd', s, drop * REC + 1)
-      if idx * ring.width + ring.period > floor_now and w > 0 then break end
-      ring.total = ring.total - w
-      drop = drop + 1
-    end
-    if drop > 0 then ring.s = string.sub(s, drop * REC + 1) end
-  end
-  local wanted = false
-  for _, m in ipairs(mine) do if m == ring then wanted = true end end
-  if wanted or ring.total > 0 then kept[#kept + 1] = ring end
-end
-st.rings = kept
-while #queue > 0 and queue[1][1] <= now do table.remove(queue, 1) end
-
-local function add(ring, stamp, weight)
-  local idx = math.ceil(stamp / ring.width)
-  local ii, ww = ring.i, ring.w
-  local n = #ii
-  if n == 0 or ii[n] < idx then
-    ii[n + 1], ww[n + 1] = idx, weight
-  elseif ii[n] == idx then
-    ww[n] = ww[n] + weight
-  else
-    local pos = n
-    while pos > 1 and ii[pos - 1] >= idx do pos = pos - 1 end
-    if ii[pos] == idx then
-      ww[pos] = ww[pos] + weight
-    else
-      table.insert(ii, pos, idx)
-      table.insert(ww, pos, weight)
-    end
-  end
-  ring.total = ring.total + weight
-end
-
-local function ready_at(ring, start, weight)
-  local ii, ww, n = ring.i, ring.w, #ring.i
-  local used, k = ring.total, 1
-  while k <= n and ii[k] * ring.width + ring.period <= start do
-    used = used - ww[k]
-    k = k + 1
-  end
-  local excess = used + weight - ring.budget
-  if excess <= 0 then return start end
-  local freed = 0
-  while k <= n do
-    freed = freed + ww[k]
-    if freed >= excess then return ii[k] * ring.width + ring.period end
-    k = k + 1
-  end
-  return start + ring.period
-end
-
-local function fits_at(ring, at, weight)
-  local width, period = ring.width, ring.period
-  local limit = ring.budget - weight
-  local ii, ww, n = ring.i, ring.w, #ring.i
-  local cands = {at}  -- windows at the exact send time, not its rounded-up stamp
-  for k = 1, n do
-    local s = ii[k] * width
-    if s > at and s < at + period then cands[#cands + 1] = s end
-  end
-  local lo, hi, total = 1, 1, 0
-  for _, s in ipairs(cands) do
-    while hi <= n and ii[hi] * width <= s do total = total + ww[hi]; hi = hi + 1 end
-    while lo < hi and ii[lo] * width <= s - period do total = total - ww[lo]; lo = lo + 1 end
-    if total > limit then return false end
-  end
-  return true
-end
-
-local function used_now(ring)
-  local used = 0
-  for k = 1, #ring.i do
-    local s = ring.i[k] * ring.width
-    if s > now - ring.period and s <= now + ring.width then used = used + ring.w[k] end
-  end
-  return used
-end
-
-local result
-local write = true
-local extra = 3 + 3 * nrings
-local function append_fast(ring, stamp, weight)  -- false when a later bucket exists
-  local idx = math.ceil(stamp / ring.width)
-  local s = ring.s
-  local n = #s / REC
-  if n > 0 then
-    local last, w = struct.unpack('>dd', s, (n - 1) * REC + 1)
-    if last > idx then return false end
-    if last == idx then
-      ring.s = string.sub(s, 1, (n - 1) * REC) .. struct.pack('>dd', idx, w + weight)
-      ring.total = ring.total + weight
-      return true
-    end
-  end
-  ring.s = s .. struct.pack('>dd', idx, weight)
-  ring.total = ring.total + weight
-  return true
-end
-
-local fast = false
-if op == 'reserve' then
-  local weight = tonumber(ARGV[extra + 1])
-  local offset = tonumber(ARGV[extra + 4]) or 0
-  -- the common case: nobody queued, no pause, not paced, room in every window right now
-  if #queue == 0 and offset <= 0 and st.paused_until <= now
-      and not (now < st.contended and st.next > now) then
-    fast = true
-    for _, ring in ipairs(st.rings) do
-      if ring.i or ring.total + weight > ring.budget then fast = false break end
-    end
-    if fast then
-      local at_ms = ceil_now
-      local last_ok = true
-      for _, ring in ipairs(st.rings) do
-        local s = ring.s
-        local n = #s / REC
-        if n > 0 then
-          local last = struct.unpack('>dd', s, (n - 1) * REC + 1)
-          if last > math.ceil(at_ms / ring.width) then last_ok = false break end
-        end
-      end
-      if last_ok then
-        local pace = 0
-        for _, ring in ipairs(st.rings) do
-          append_fast(ring, at_ms, weight)
-          pace = math.max(pace, weight * ring.period / ring.budget)
-        end
-        st.next = math.max(st.next, now) + pace
-        result = {1, tostring(at_ms), tostring(ceil_now), '0', 0, 0, ''}
-      else
-        fast = false
-      end
-    end
-  end
-end
-if not fast then decode_all() end
-
-if fast then
-  -- done above
-elseif op == 'reserve' then
-  local weight, max_wait = tonumber(ARGV[extra + 1]), tonumber(ARGV[extra + 2])
-  local token = tonumber(ARGV[extra + 3])
-  local not_before = now + (tonumber(ARGV[extra + 4]) or 0)  -- a sharer's own local limit
-  local tail = 0
-  if #queue > 0 then tail = queue[#queue][1] end
-  local base = math.max(not_before, st.paused_until)
-  if now < st.contended then base = math.max(base, st.next) end  -- paced while contended
-  local at = nil
-  if tail > base then  -- backfill: a gap before the tail that moves no reservation
-    local cands, seen = {base}, {}
-    for _, ring in ipairs(st.rings) do
-      for k = 1, #ring.i do
-        local leaves = ring.i[k] * ring.width + ring.period
-        if leaves > base and leaves < tail and not seen[leaves] then
-          seen[leaves] = true
-          cands[#cands + 1] = leaves
-        end
-      end
-    end
-    table.sort(cands)
-    for k = 1, math.min(#cands, 8) do
-      local fits = true
-      for _, ring in ipairs(st.rings) do
-        if not fits_at(ring, cands[k], weight) then fits = false break end
-      end
-      if fits then at = cands[k] break end
-    end
-  end
-  if not at then
-    local start = math.max(base, tail)
-    at = start
-    for _, ring in ipairs(st.rings) do at = math.max(at, ready_at(ring, start, weight)) end
-  end
-  local ahead, ahead_weight = #queue, 0
-  for _, q in ipairs(queue) do ahead_weight = ahead_weight + q[2] end
-  local wait = math.max(0, at - now)
-  if (max_wait >= 0 and wait > max_wait) or (at - ceil_now > MAX_AHEAD) then
-    write = false
-    local used = {}
-    for r, ring in ipairs(mine) do used[r] = used_now(ring) end
-    result = {0, tostring(math.ceil(at)), tostring(ceil_now), tostring(wait), ahead,
-              ahead_weight, cjson.encode(used)}
-  else
-    local at_ms = math.ceil(at)
-    local pace = 0
-    for _, ring in ipairs(st.rings) do
-      add(ring, at_ms, weight)
-      pace = math.max(pace, weight * ring.period / ring.budget)
-    end
-    if at == base then st.next = math.max(st.next, at) + pace end
-    if wait > 0 then
-      local pos = #queue + 1
-      while pos > 1 and queue[pos - 1][1] > at_ms do pos = pos - 1 end
-      table.insert(queue, pos, {at_ms, weight, token})
-      local longest_all = 0
-      for _, ring in ipairs(st.rings) do longest_all = math.max(longest_all, ring.period) end
-      st.contended = math.max(st.contended, at_ms + longest_all)
-    end
-    result = {1, tostring(at_ms), tostring(ceil_now), tostring(wait), ahead, ahead_weight, ''}
-  end
-elseif op == 'release' then
-  local at, weight = tonumber(ARGV[extra + 1]), tonumber(ARGV[extra + 2])
-  local token = tonumber(ARGV[extra + 3])
-  result = {0}
-  for pos, q in ipairs(queue) do
-    if q[1] == at and q[3] == token then
-      table.remove(queue, pos)
-      for _, ring in ipairs(st.rings) do
-        local idx = math.ceil(at / ring.width)
-        for k = 1, #ring.i do
-          if ring.i[k] == idx then
-            local taken = math.min(weight, ring.w[k])
-            ring.w[k] = ring.w[k] - taken
-            ring.total = ring.total - taken
-            break
-          end
-        end
-      end
-      result = {1}
-      break
-    end
-  end
-elseif op == 'charge' then
-  local weight = tonumber(ARGV[extra + 1])
-  for _, ring in ipairs(st.rings) do add(ring, ceil_now, weight) end
-  result = {1}
-elseif op == 'pause' then
-  local until_ms = math.ceil(now + tonumber(ARGV[extra + 1]))
-  if until_ms > st.paused_until then st.paused_until = until_ms end
-  result = {1}
-elseif op == 'merge' then
-  -- a sharer back from an outage: its own admissions (as ages in ms, newest last) and a
-  -- reserve for sharers still on their local share, stamped `hold` ms ahead
-  local n = tonumber(ARGV[extra + 1])
-  for k = 1, n do
-    local age, weight = tonumber(ARGV[extra + 2 * k]), tonumber(ARGV[extra + 2 * k + 1])
-    for _, ring in ipairs(st.rings) do add(ring, math.max(ceil_now - age, 0), weight) end
-  end
-  local hold = tonumber(ARGV[extra + 2 * n + 2])
-  local others = tonumber(ARGV[extra + 2 * n + 3])
-  if others > 0 then
-    for _, ring in ipairs(mine) do add(ring, ceil_now + hold, math.ceil(ring.budget * others)) end
-  end
-  result = {1}
-else -- status
-  write = false
-  result = {1}
-end
-
--- heartbeat: this sharer is alive; count those seen within three windows (at least 10 s)
--- (refreshed at most once a second per sharer; -1 tells the caller nothing changed)
-local alive = math.max(3 * longest, 10000)
-local sharers = -1
-if op ~= 'status' then  -- an observer (the CLI) is not a sharer
-  local seen = tonumber(redis.call('ZSCORE', KEYS[2], sharer) or '0')
-  if floor_now - seen >= 1000 or op == 'merge' then
-    redis.call('ZADD', KEYS[2], floor_now, sharer)
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', floor_now - alive)
-    redis.call('PEXPIRE', KEYS[2], alive)
-    sharers = redis.call('ZCARD', KEYS[2])
-  end
-else
-  sharers = redis.call('ZCARD', KEYS[2])
-end
-
-local tail = 0
-if #queue > 0 then tail = queue[#queue][1] end
-local status_rings = {}
-if op == 'status' then
-  for r, ring in ipairs(st.rings) do
-    status_rings[r] = {budget = ring.budget, period = ring.period, width = ring.width,
-                       index = ring.i, weight = ring.w}
-  end
-end
-for _, ring in ipairs(st.rings) do encode(ring) end
-if write or repaired or step > 0 then
-  local ttl = math.max(tail - floor_now, st.paused_until - floor_now, 0) + 2 * longest + 60000
-  redis.call('SET', KEYS[1], cmsgpack.pack(st), 'PX', math.floor(ttl))
-end
-result[#result + 1] = sharers
-result[#result + 1] = tostring(now)
-result[#result + 1] = step
-if op == 'status' then
-  local out = {v = 2, paused_until = st.paused_until, last = st.last, next = st.next,
-               contended = st.contended, queue = queue, rings = status_rings}
-  result[#result + 1] = cjson.encode(out)
-else
-  result[#result + 1] = ''
-end
-return result
-"""
+#: A sharer's heartbeat is refreshed at most this often (seconds, on its own clock).
+_BEAT_EVERY = 1.0
+#: A connection idle this long (seconds) is tried once more when it fails (see ``_call``).
+_IDLE_RECHECK = 1.0
 
 
 def _strip_credentials(url: str) -> str:
@@ -499,18 +102,28 @@ class RedisBudget:
             f"resilient-trading:limiter:{{{key}}}:sharers",
         ]
         self._rings = rings
-        self._ring_args: list[Any] = [len(rings)]
-        for ring in rings:
-            self._ring_args += [ring.budget, ring.period_ms, ring.width_ms]
         self._base = base
         self._on_error = on_error
         self._sharer = secrets.token_hex(8)
-        self._sha: str | None = None
+        # every key a call touches is named (Redis Cluster routes by them): the header, the
+        # heartbeats and this limiter's logs (logs of limits only other sharers configured
+        # are reached by name from the header, on the same slot)
+        logs = [f"{self._keys[0]}:r:{r.budget}:{r.period_ms}" for r in rings]
+        self._cmd = Command(
+            [*self._keys, *logs],
+            self._sharer,
+            [(r.budget, r.period_ms, r.width_ms) for r in rings],
+        )
+        self._conn: Any = None  # one connection from the pool, this process's, under _lock
+        self._pid = 0
+        self._used_at = -math.inf  # when the connection last answered (time.monotonic)
+        self._beat_at = -math.inf  # when this sharer's heartbeat was last sent (base clock)
         self._lock = threading.RLock()
         # this process's own admissions, on the local time base (for the merge after an outage)
         self._mine = rules.LimiterState(
             rings=[rules.Ring(r.budget, r.period_ms, r.width_ms) for r in rings]
         )
+        self._untrimmed = 0  # admissions logged in _mine since it was last trimmed
         self._sharers = 1
         self._local: rules.LimiterState | None = None  # set while on the local share
         self._grace: rules.LimiterState | None = None  # the local share, one window after
@@ -532,20 +145,51 @@ class RedisBudget:
         return self._sharers
 
     def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+            if conn is not None and self._pid == os.getpid():
+                self._client.connection_pool.release(conn)
         self._client.close()
 
     # --- one round trip ---------------------------------------------------------------------
 
-    def _eval(self, op: str, *args: Any) -> list[Any]:
-        argv = [op, self._sharer, *self._ring_args, *args]
-        if self._sha is None:
-            self._sha = self._client.script_load(SCRIPT)
+    def _call(self, frame: bytes) -> Any:
+        """Send one packed command and read its answer, on this process's own connection
+        (a forked child takes a fresh one: the pool resets itself after a fork)."""
+        conn = self._conn
+        if conn is None or self._pid != os.getpid():
+            conn = self._conn = self._client.connection_pool.get_connection()
+            self._pid = os.getpid()
         try:
-            reply = self._client.evalsha(self._sha, 2, *self._keys, *argv)
-        except self._redis.exceptions.NoScriptError:
-            self._sha = self._client.script_load(SCRIPT)
-            reply = self._client.evalsha(self._sha, 2, *self._keys, *argv)
-        if int(reply[-4]) > 0:  # -1: the heartbeat was fresh, the count not re-read
+            conn.send_packed_command((frame,), check_health=False)
+            reply = conn.read_response()
+        except self._redis.ConnectionError:
+            if time.monotonic() - self._used_at < _IDLE_RECHECK:
+                raise
+            # A connection that sat idle may have been closed by the server or a proxy, or
+            # Redis restarted meanwhile: once more, on a fresh connection (redis-py reconnects
+            # a closed one). Safe even if the first attempt ran: an operation counted twice
+            # only ever wastes budget, it never admits more.
+            conn.send_packed_command((frame,), check_health=False)
+            reply = conn.read_response()
+        self._used_at = time.monotonic()
+        return reply
+
+    def _eval(self, op: str, *args: Any) -> Any:
+        """One ``EVALSHA``: an ``int`` for the common reserve or charge, else the list."""
+        now = self._base()
+        beat = op != "status" and now - self._beat_at >= _BEAT_EVERY
+        frame = self._cmd.frame(op, beat, *args)
+        try:
+            reply = self._call(frame)
+        except self._redis.exceptions.NoScriptError:  # first use, or Redis restarted
+            self._call(self._cmd.load(SCRIPT))
+            reply = self._call(frame)
+        if beat:
+            self._beat_at = now
+        if type(reply) is int:
+            return reply
+        if int(reply[-4]) > 0:  # -1: no heartbeat this call, the count not re-read
             self._sharers = int(reply[-4])
         step = int(reply[-2])
         if step:
@@ -572,7 +216,7 @@ class RedisBudget:
                 return False
             return True
 
-    def _shared(self, op: str, *args: Any) -> list[Any] | None:
+    def _shared(self, op: str, *args: Any) -> Any:
         """Run ``op`` on Redis; ``None`` when Redis is unreachable and the fallback applies."""
         with self._lock:
             if not self._try_recover():
@@ -655,6 +299,10 @@ class RedisBudget:
         )
         if reply is None:
             return self._reserve_locally(weight, limit, token)
+        if type(reply) is int:  # the common answer: admitted now, at this server millisecond
+            decision = rules.Decision(reply, reply, 0.0, float(reply), weight, token, 0, 0)
+            self._count_mine(decision, grace)
+            return decision
         ok, at, start, wait = int(reply[0]), int(reply[1]), int(reply[2]), float(reply[3]) / 1000
         decision = rules.Decision(
             at_ms=at,
@@ -670,24 +318,23 @@ class RedisBudget:
             import json
 
             return Refused(decision, tuple(int(u) for u in json.loads(reply[6] or "[]")))
-        mine = rules.Decision(
-            at_ms=rules.ceil_ms(self._base() + wait),
-            start_ms=0,
-            exact_ms=0.0,
-            wait=wait,
-            weight=weight,
-            token=token,
-            ahead=0,
-            ahead_weight=0,
-        )
+        self._count_mine(decision, grace)
+        return decision
+
+    def _count_mine(self, decision: rules.Decision, grace: rules.LimiterState | None) -> None:
+        """Log an admission on the local clock too (written back after an outage)."""
         with self._lock:
+            now = self._base()
+            at_ms = rules.ceil_ms(now + decision.wait)
             for ring in self._mine.rings:
-                ring.add(mine.at_ms, weight)
-            rules.trim(self._mine, self._base())
+                ring.add(at_ms, decision.weight)
+            self._untrimmed += 1
+            if self._untrimmed >= 64:  # what left the window, forgotten in batches
+                rules.trim(self._mine, now)
+                self._untrimmed = 0
             if grace is not None:
                 for ring in grace.rings:
-                    ring.add(mine.at_ms, weight)
-        return decision
+                    ring.add(at_ms, decision.weight)
 
     def _reserve_locally(
         self, weight: int, limit: float | None, token: int
@@ -724,7 +371,7 @@ class RedisBudget:
             with self._lock:
                 return rules.release(local, decision.at_ms, decision.weight, decision.token)
         reply = self._shared("release", decision.at_ms, decision.weight, decision.token)
-        return bool(reply and int(reply[0]))
+        return bool(reply is not None and int(reply[0]))
 
     def charge(self, weight: int) -> None:
         if self._shared("charge", weight) is None:

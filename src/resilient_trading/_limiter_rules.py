@@ -73,6 +73,11 @@ class Ring:
 
     ``period_ms`` already includes the in-flight bound. ``buckets`` holds ``[index, weight]``
     pairs in ascending index order (stamp = index * width_ms); ``total`` is their sum.
+
+    Change ``buckets`` through the methods (or by appending, or replacing the deque): they
+    count what they change (``edits`` in the middle, ``popped`` from the front), so the file
+    home re-packs only the ends of a ring (``packed``, see
+    :mod:`resilient_trading._limiter_compact`).
     """
 
     budget: int
@@ -80,6 +85,9 @@ class Ring:
     width_ms: int
     buckets: deque[list[int]] = field(default_factory=deque)
     total: int = 0
+    edits: int = field(default=0, compare=False, repr=False)
+    popped: int = field(default=0, compare=False, repr=False)
+    packed: Any = field(default=None, compare=False, repr=False)
 
     def add(self, stamp_ms: int, weight: int) -> None:
         """Count ``weight`` at ``stamp_ms`` (rounded up to this ring's bucket)."""
@@ -93,6 +101,7 @@ class Ring:
             buckets[-1][1] += weight
             return
         # an earlier bucket (a backfill or a charge): the last one is later, so pos < len
+        self.edits += 1
         pos = bisect_left([b[0] for b in buckets], index)
         if buckets[pos][0] == index:
             buckets[pos][1] += weight
@@ -102,6 +111,7 @@ class Ring:
     def remove(self, stamp_ms: int, weight: int) -> None:
         """Give back ``weight`` counted at ``stamp_ms`` (a released reservation)."""
         index = -(-stamp_ms // self.width_ms)
+        self.edits += 1
         keys = [b[0] for b in self.buckets]
         pos = bisect_left(keys, index)
         if pos < len(keys) and keys[pos] == index:
@@ -160,6 +170,7 @@ class Ring:
         width, period, buckets = self.width_ms, self.period_ms, self.buckets
         while buckets and (buckets[0][0] * width + period <= floor_ms or buckets[0][1] == 0):
             self.total -= buckets.popleft()[1]
+            self.popped += 1
 
     def used_at(self, now_ms: float) -> int:
         """Weight counted in the window at ``now_ms`` (reserved future weight excluded)."""

@@ -2,9 +2,12 @@
 
 Each operation is one :meth:`SharedState.transact`: parse the stored state (or, in memory, use
 the typed state itself), trim it, run the rule from :mod:`resilient_trading._limiter_rules`,
-store the result. A stored state that is not a limiter state is repaired conservatively: the
-budget is treated as spent for one full window (never over budget), and a warning names the
-file and the bad field.
+store the result. On a file it is :meth:`FileState.transact_cached`: while the file holds,
+byte for byte, what this process wrote last, neither the file nor the state is parsed again
+(this process's own copy is used), and the compact form re-packs only the ends of each ring.
+
+A stored state that is not a limiter state is repaired conservatively: the budget is treated as
+spent for one full window (never over budget), and a warning names the file and the bad field.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from resilient_trading import _limiter_compact as compact
 from resilient_trading import _limiter_rules as rules
-from resilient_trading.backends import MemoryState, SharedState
+from resilient_trading.backends import FileState, MemoryState, SharedState
 
 __all__ = ["Refused", "StateBudget"]
 
@@ -28,6 +31,11 @@ class Refused:
 
     decision: rules.Decision
     used: tuple[int, ...]
+
+
+def _dumps(text: str) -> bytes:
+    """The JSON text of a compact state: base64 after an ASCII prefix needs no escaping."""
+    return b'"%s"' % text.encode("ascii")
 
 
 class StateBudget:
@@ -44,6 +52,7 @@ class StateBudget:
         self._written: str | None = None
         self._cached: rules.LimiterState | None = None
         self._checked: list[rules.Ring] | None = None  # a rings list already in our order
+        self._file = state if isinstance(state, FileState) else None
 
     @property
     def location(self) -> str:
@@ -56,7 +65,7 @@ class StateBudget:
     def _load(self, old: Any, now: float) -> rules.LimiterState:
         if self._typed and isinstance(old, rules.LimiterState):
             state = old
-        elif self._cached is not None and old == self._written:
+        elif self._cached is not None and old is self._written:
             state, self._cached = self._cached, None  # ours until stored again
         else:
             try:
@@ -104,6 +113,11 @@ class StateBudget:
         self._cached = state
         return self._written
 
+    def _transact(self, fn: Any) -> Any:
+        if self._file is not None:  # skips the parse while the file holds our last write
+            return self._file.transact_cached(fn, dumps=_dumps)
+        return self._state.transact(fn)
+
     def reserve(self, weight: int, max_wait: Any, started: float) -> rules.Decision | Refused:
         """Reserve ``weight``; refuse when the wait exceeds ``max_wait(now_base)`` seconds."""
         token = rules.new_token()
@@ -120,7 +134,7 @@ class StateBudget:
             rules.apply(state, decision)
             return self._store(state), decision
 
-        result: rules.Decision | Refused = self._state.transact(fn)
+        result: rules.Decision | Refused = self._transact(fn)
         return result
 
     def release(self, decision: rules.Decision) -> bool:
@@ -129,7 +143,7 @@ class StateBudget:
             found = rules.release(state, decision.at_ms, decision.weight, decision.token)
             return self._store(state), found
 
-        found: bool = self._state.transact(fn)
+        found: bool = self._transact(fn)
         return found
 
     def charge(self, weight: int) -> None:
@@ -138,7 +152,7 @@ class StateBudget:
             rules.charge(state, now, weight)
             return self._store(state), None
 
-        self._state.transact(fn)
+        self._transact(fn)
 
     def pause(self, seconds: float) -> None:
         def fn(old: Any, now: float) -> tuple[Any, None]:
@@ -146,7 +160,7 @@ class StateBudget:
             rules.pause(state, now, seconds)
             return self._store(state), None
 
-        self._state.transact(fn)
+        self._transact(fn)
 
     def snapshot(self) -> tuple[rules.LimiterState, float]:
         """A parsed copy of the stored state and the time it was read at (no write)."""
