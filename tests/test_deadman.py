@@ -253,3 +253,34 @@ def test_a_wrapped_exchange_counts_the_re_arm_once_and_falls_back_too(tmp_path: 
         wrapped = hl.wrap_exchange(raw, limiter)
         switch = hl.DeadMansSwitch(wrapped, deadline=30.0, state_dir=tmp_path)
         assert switch.arm() == "watchdog"
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_watchdog_keeps_a_dead_bots_stop_and_cancels_what_could_grow_the_position(
+    keep: bool,
+) -> None:
+    """A dead bot holds a long with its reduce-only stop and take-profit, and a resting buy:
+    by default the watchdog's cancel leaves the position protected (stop and take-profit
+    stay) and cancels the buy; ``keep_reduce_only=False`` cancels everything."""
+    from resilient_trading import RateLimiter
+    from resilient_trading.presets.hyperliquid._deadman import cancel_open_orders
+
+    wallet = eth_account.Account.create()
+    with Simulator(seed=4, auto_fund=10_000, budget=10**9) as sim:
+        info = Info(sim.base_url, skip_ws=True)
+        ex = hl.make_exchange(wallet, sim.base_url, RateLimiter(hl.rest_limit()))
+        ex.market_open("BTC", True, 0.01)
+        mid = float(info.all_mids()["BTC"])
+        stop: Any = {"trigger": {"triggerPx": round(mid * 0.9), "isMarket": True, "tpsl": "sl"}}
+        take: Any = {"trigger": {"triggerPx": round(mid * 1.1), "isMarket": True, "tpsl": "tp"}}
+        ex.order("BTC", False, 0.01, round(mid * 0.9), stop, reduce_only=True)
+        ex.order("BTC", False, 0.01, round(mid * 1.1), take, reduce_only=True)
+        ex.order("BTC", True, 0.001, round(mid * 0.5), {"limit": {"tif": "Gtc"}})
+        assert len(info.frontend_open_orders(wallet.address)) == 3
+        cancelled = cancel_open_orders(ex, info, wallet.address.lower(), keep_reduce_only=keep)
+        left = info.frontend_open_orders(wallet.address)
+        if keep:
+            assert cancelled == 1
+            assert len(left) == 2 and all(o["reduceOnly"] for o in left)
+        else:
+            assert cancelled == 3 and left == []

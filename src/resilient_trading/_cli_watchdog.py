@@ -6,11 +6,13 @@ watchdog mode (an address below the exchange's $1M ``scheduleCancel`` volume)::
     HYPERLIQUID_PRIVATE_KEY=0x... resilient-trading watchdog --state STATE_DIR --url URL
 
 It reads ``STATE_DIR/heartbeat.json`` every ``--poll`` seconds; when the heartbeat is older
-than the deadline the bot wrote into it, it cancels every open order of the bot's address,
-once per death. It stands down when the bot stops cleanly. The key is read from the
-environment variable named by ``--key-env`` (never from the command line, where ``ps`` shows
-it); it must sign for the heartbeat's address (the account, or an agent of it with
-``--account-address``).
+than the deadline the bot wrote into it, it cancels the open orders of the bot's address that
+could open or grow a position, once per death; reduce-only orders (the position's stop-loss and
+take-profit) stay, so a dead bot's position keeps its stop (``--cancel-reduce-only`` cancels
+those too, as the exchange's ``scheduleCancel`` does). It stands down when the bot stops
+cleanly. The key is read from the environment variable named by ``--key-env`` (never from
+the command line, where ``ps`` shows it); it must sign for the heartbeat's address (the
+account, or an agent of it with ``--account-address``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--account-address", default=None, help="the account, when the key is an agent's"
     )
     parser.add_argument("--poll", type=float, default=1.0, help="seconds between checks")
+    parser.add_argument(
+        "--cancel-reduce-only",
+        action="store_true",
+        help="cancel reduce-only orders too (default: a dead bot's stops and take-profits stay)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -79,7 +86,9 @@ def _run(args: argparse.Namespace) -> int:
                 f"the heartbeat is for {address}, but this key signs for {mine}: "
                 "start the watchdog with the bot's key (or --account-address)"
             )
-        return cancel_open_orders(exchange, info, mine)
+        return cancel_open_orders(
+            exchange, info, mine, keep_reduce_only=not args.cancel_reduce_only
+        )
 
     print(f"watching {args.state} for {mine}", flush=True)
     run_watchdog(args.state, cancel=cancel, poll=args.poll)

@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         help="initial actions per address, before volume adds one per USDC",
     )
     parser.add_argument(
+        "--actions-per-usd",
+        type=float,
+        default=1.0,
+        help="actions the address cap grows by per USDC traded (Hyperliquid: 1)",
+    )
+    parser.add_argument(
         "--schedule-cancel-volume",
         type=float,
         default=1_000_000.0,
@@ -64,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         budget=args.budget,
         window=args.window,
         address_buffer=args.address_buffer,
+        actions_per_usd=args.actions_per_usd,
         schedule_cancel_volume=args.schedule_cancel_volume,
     )
     done = threading.Event()

@@ -217,6 +217,7 @@ class Engine:
         accounts: dict[str, float] | None,
         auto_fund: float | None,
         address_buffer: int = ADDRESS_BUFFER,
+        actions_per_usd: float = 1.0,
         max_open_orders: int = MAX_OPEN_ORDERS,
         order_retention: int = ORDER_RETENTION,
     ) -> None:
@@ -233,6 +234,7 @@ class Engine:
         }
         self.auto_fund = auto_fund
         self.address_buffer = address_buffer
+        self.actions_per_usd = actions_per_usd
         self.max_open_orders = max_open_orders
         self.order_retention = order_retention
         self.schedule_volume = SCHEDULE_VOLUME
@@ -800,7 +802,7 @@ class Engine:
     # --- the address budget and the dead man's switch -----------------------------------------
 
     def requests_cap(self, acct: Account) -> int:
-        return self.address_buffer + int(acct.cum_vlm)
+        return self.address_buffer + int(acct.cum_vlm * self.actions_per_usd)
 
     def charge_address(self, acct: Account, n: int, *, cancel: bool) -> str | None:
         """Count an action of ``n`` requests; the refusal text when over the budget."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from resilient_trading._validate import check_int
+from resilient_trading._validate import check_int, check_number
 from resilient_trading.testing._engine import COINS, GROUPINGS, Engine
 from resilient_trading.testing._ws import WsHub
 
@@ -178,6 +178,9 @@ class Simulator:
         port: 0 picks a free port.
         address_buffer: The address budget's initial buffer (Hyperliquid: 10,000 actions, plus
             one per USDC traded); a small one lets a test reach the cap in seconds.
+        actions_per_usd: Actions the cap grows by per USDC traded (Hyperliquid: 1). Below 1 it
+            compresses what volume earns, so a compressed week can spend its budget (the
+            bot's small test orders would otherwise earn far more than they spend).
         schedule_cancel_volume: Lifetime volume (USDC) an address needs before
             ``scheduleCancel`` is accepted (Hyperliquid: 1,000,000; 0 accepts it at once).
         max_open_orders: Open orders per address (Hyperliquid: 1000).
@@ -197,6 +200,7 @@ class Simulator:
         clock: Callable[[], float] = time.time,
         port: int = 0,
         address_buffer: int = 10_000,
+        actions_per_usd: float = 1.0,
         schedule_cancel_volume: float = 1_000_000.0,
         max_open_orders: int = 1000,
         order_retention: int = 2000,
@@ -209,6 +213,7 @@ class Simulator:
             accounts=accounts,
             auto_fund=auto_fund,
             address_buffer=address_buffer,
+            actions_per_usd=check_number("actions_per_usd", actions_per_usd, positive=False),
             max_open_orders=max_open_orders,
             order_retention=order_retention,
         )

@@ -390,9 +390,22 @@ def _text(answer: Any) -> str:
 # --- the watchdog process --------------------------------------------------------------------
 
 
-def cancel_open_orders(exchange: Any, info: Any, address: str) -> int:
-    """Cancel every open order of ``address``; the number cancelled (batches of 200)."""
-    orders = info.open_orders(address)
+def cancel_open_orders(
+    exchange: Any, info: Any, address: str, *, keep_reduce_only: bool = True
+) -> int:
+    """Cancel the open orders of ``address``; the number cancelled (batches of 200).
+
+    With ``keep_reduce_only`` (the default) reduce-only orders stay: a dead bot's stop-loss
+    and take-profit can only shrink its position, and cancelling them would leave the position
+    unprotected until a new bot reconciles. Every order that could open or grow a position
+    (entries, plain limits) is cancelled. ``keep_reduce_only=False`` cancels everything, as the
+    exchange's ``scheduleCancel`` does.
+    """
+    if keep_reduce_only:
+        listed = info.frontend_open_orders(address)
+        orders = [o for o in listed if not o.get("reduceOnly")]
+    else:
+        orders = info.open_orders(address)
     requests = [{"coin": o["coin"], "oid": int(o["oid"])} for o in orders]
     for start in range(0, len(requests), 200):
         exchange.bulk_cancel(requests[start : start + 200])
