@@ -203,3 +203,34 @@ class HaltMachine(RuleBasedStateMachine):
 
 
 TestHaltMachine = HaltMachine.TestCase
+
+
+@given(
+    before=st.text(max_size=40),
+    key=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    after=st.text(max_size=40),
+)
+def test_a_stored_reason_is_redacted_when_read_back_whoever_wrote_it(
+    before: str, key: str, after: str
+) -> None:
+    """A flag stored raw (by a script, by ``redis-cli``) never brings a private key back."""
+    raw = {"halted": True, "reason": f"{before} 0x{key} {after}", "since": 1.0, "by": f"k={key}"}
+    status = HaltStatus.from_json(raw, "halt.json")
+    assert status is not None
+    assert key not in status.reason and key not in status.by
+
+
+def test_peek_reads_the_flag_without_an_event(tmp_path: Path) -> None:
+    from resilient_trading import add_listener
+
+    seen: list[object] = []
+    remove = add_listener(seen.append)
+    try:
+        with Halt(state_dir=tmp_path) as halt:
+            halt.halt("incident")
+            assert halt.peek() is not None and halt.peek() is not None
+            assert seen == []  # a viewer (status, the exporter) is not a bot obeying it
+            halt.halted()
+            assert len(seen) == 1
+    finally:
+        remove()

@@ -107,12 +107,16 @@ def test_exporter_reads_a_redis_fleet(redis_url: str) -> None:
 
 
 def test_healthz_is_200_when_all_is_well(tmp_path: Path) -> None:
+    import json
+
     from resilient_trading._metrics import serve
 
+    CircuitBreaker(name="x", state_path=tmp_path / "breaker.json")
     server = serve("127.0.0.1", 0, state_dir=str(tmp_path))
     try:
         status, body = _get(f"http://127.0.0.1:{server.server_port}/healthz")
-        assert (status, body) == (200, "ok\n")
+        assert status == 200
+        assert json.loads(body)["status"] == "ok" and json.loads(body)["reasons"] == []
         status, _ = _get(f"http://127.0.0.1:{server.server_port}/nope")
         assert status == 404
     finally:

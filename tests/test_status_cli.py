@@ -54,9 +54,9 @@ def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dic
 def _check_fleet(doc: dict[str, Any], *, store: bool) -> None:
     (budget,) = doc["budgets"]
     (window,) = budget["windows"]
-    assert (window["budget"], window["period_seconds"]) == (1200, 60.0)
+    assert (window["budget"], window["period"]) == (1200, 60.0)
     assert window["used"] == 300 and window["remaining"] == 900  # within the writer's minute
-    assert budget["mode"] == "shared" and budget["paused_until"] is None
+    assert budget["paused_until"] is None
     breakers = {b["name"]: b for b in doc["breakers"]}
     assert set(breakers) == {"orders", "info"}
     orders = breakers["orders"]
@@ -72,8 +72,9 @@ def _check_fleet(doc: dict[str, Any], *, store: bool) -> None:
         assert stores["state.json"]["generation"] == 2
         assert stores["state.json"]["backup_age_seconds"] is not None
     reasons = doc["needs_operator"]
-    assert any("breaker orders latched" in r for r in reasons)
-    assert any("runway" in r and "under a day" in r for r in reasons)
+    assert {r["kind"] for r in reasons} == {"breaker_latched", "runway_low"}
+    assert any("breaker orders latched" in r["message"] for r in reasons)
+    assert any("runway" in r["message"] and "under a day" in r["message"] for r in reasons)
     assert doc["problems"] == []
     assert SECRET not in json.dumps(doc)
 
@@ -83,7 +84,8 @@ def test_json_carries_the_state_another_process_wrote_and_exits_3(
 ) -> None:
     code, doc = _json(capsys, ["status", "--state-dir", str(fleet_dir), "--json"])
     assert code == 3
-    assert doc["halt"] is None
+    assert doc["schema"] == 1
+    assert doc["halt"] == {"state": "not_halted", "flags": []}
     _check_fleet(doc, store=True)
 
 
@@ -124,6 +126,9 @@ def test_all_well_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_files_that_are_not_state_are_left_alone(tmp_path: Path) -> None:
+    from resilient_trading import CircuitBreaker
+
+    CircuitBreaker(name="x", state_path=tmp_path / "breaker.json")
     (tmp_path / "bot.log").write_text("not json at all\n")
     (tmp_path / "history.jsonl").write_text('{"oid": 1}\n')
     (tmp_path / "state.json.bak").write_text("garbage")
@@ -149,10 +154,14 @@ def test_watch_redraws_and_returns_the_last_code(
     assert capsys.readouterr().out.count("resilient-trading status") == 2
 
 
-def test_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert cli_main(["status"]) == 1
-    assert cli_main(["status", "--state-dir", str(tmp_path / "missing")]) == 1
+def test_usage_errors_exit_2_and_a_missing_dir_needs_an_operator(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RESILIENT_TRADING_REDIS_URL", raising=False)
+    assert cli_main(["status"]) == 2
     assert "--state-dir" in capsys.readouterr().err
+    assert cli_main(["status", "--state-dir", str(tmp_path / "missing")]) == 3
+    assert "missing does not exist" in capsys.readouterr().out
 
 
 def test_watch_with_a_webhook_alerts_once_per_problem_not_for_healthy_subjects(
@@ -172,5 +181,5 @@ def test_watch_with_a_webhook_alerts_once_per_problem_not_for_healthy_subjects(
 
 
 def test_alert_webhook_needs_watch(fleet_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["status", "--state-dir", str(fleet_dir), "--alert-webhook", "http://x/"]) == 1
+    assert cli_main(["status", "--state-dir", str(fleet_dir), "--alert-webhook", "http://x/"]) == 2
     assert "--watch" in capsys.readouterr().err

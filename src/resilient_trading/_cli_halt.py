@@ -9,22 +9,36 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 
 from resilient_trading._halt import Halt
 
-__all__ = ["open_halt", "register", "where_arguments"]
+__all__ = ["ENV_REDIS_URL", "open_halt", "register", "where_arguments"]
+
+
+#: Read in place of ``--redis`` when neither ``--state-dir`` nor ``--redis`` is given.
+ENV_REDIS_URL = "RESILIENT_TRADING_REDIS_URL"
 
 
 def where_arguments(parser: argparse.ArgumentParser) -> None:
     """``--state-dir DIR`` / ``--redis URL``: where the fleet's shared state lives."""
     parser.add_argument("--state-dir", metavar="DIR", help="the bots' shared state directory")
-    parser.add_argument("--redis", metavar="URL", help="the bots' Redis (instead of a directory)")
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help=f"the bots' Redis (instead of a directory; default ${ENV_REDIS_URL})",
+    )
 
 
 def open_halt(args: argparse.Namespace) -> Halt:
-    if (args.state_dir is None) == (args.redis is None):
-        raise ValueError("give --state-dir DIR or --redis URL (one of them)")
-    return Halt(state_dir=args.state_dir, redis_url=args.redis)
+    redis = args.redis
+    if args.state_dir is None and redis is None:
+        redis = os.environ.get(ENV_REDIS_URL) or None  # keeps a password out of `ps`
+    if (args.state_dir is None) == (redis is None):
+        raise ValueError(
+            f"give --state-dir DIR or --redis URL (one of them; or set ${ENV_REDIS_URL})"
+        )
+    return Halt(state_dir=args.state_dir, redis_url=redis)
 
 
 def _halt(args: argparse.Namespace) -> int:

@@ -128,6 +128,9 @@ def _status(args: argparse.Namespace) -> int:
     else:
         raise ValueError("give a state file (PATH or --state) or --redis URL --key K")
     out = dataclasses.asdict(status)
+    # The outage mode belongs to each sharing process (``limiter.status().mode``, its
+    # ``fallback`` events); read from outside, it would always say "shared".
+    out.pop("mode", None)
     out["utilisation"] = round(status.utilisation, 4)
     print(json.dumps(out, indent=2, sort_keys=True))
     return 0

@@ -66,6 +66,9 @@ class HaltStatus:
     def from_json(cls, value: Any, location: str) -> HaltStatus | None:
         """Parse a stored flag: ``None`` when not halted (or never written).
 
+        ``reason`` and ``by`` come back redacted (:func:`~resilient_trading._redact.safe_text`)
+        and cut to their stored limits, whoever wrote them.
+
         Raises:
             StateCorruptedError: The value is not a halt flag (the message names ``location``).
         """
@@ -84,7 +87,11 @@ class HaltStatus:
             or not math.isfinite(since)
         ):
             raise _bad(location, f"has since={since!r}, not a time in seconds")
-        return cls(reason=reason, since=float(since), by=by)
+        # Another writer (an older version, a script, redis-cli) may have stored a secret:
+        # what is read back is redacted before anyone shows, logs or alerts it.
+        return cls(
+            reason=safe_text(reason, _REASON_LIMIT), since=float(since), by=safe_text(by, 120)
+        )
 
 
 def _operator() -> str:
@@ -167,6 +174,16 @@ class Halt:
                 else HaltEvent(kind="resumed", location=self.location)
             )
         return status
+
+    def peek(self) -> HaltStatus | None:
+        """The flag as :meth:`halted` reads it, without emitting a :class:`HaltEvent`: for
+        viewers (``status``, the exporter) that do not obey the flag.
+
+        Raises:
+            StateCorruptedError: The flag is damaged.
+            NetworkError: Redis is unreachable.
+        """
+        return self._read()
 
     def _read(self) -> HaltStatus | None:
         if self._path is None:

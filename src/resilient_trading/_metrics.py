@@ -9,8 +9,8 @@ counters, labels of low cardinality: names of budgets, breakers, stores, address
 * :class:`FleetCollector` reads the **shared** state at every scrape (a state directory and/or
   a Redis), like node_exporter reads the kernel: it works with no bot running, and one
   exporter shows the budget and breakers every bot shares. ``resilient-trading metrics
-  --listen 127.0.0.1:9464 --state-dir DIR`` serves it, with ``/healthz`` (200 when all is
-  well, 503 with the reasons when something needs an operator).
+  --listen 127.0.0.1:9464 --state-dir DIR`` serves it, with ``/healthz`` (JSON: 200 when all
+  is well, 503 with the reasons when something needs an operator).
 * :class:`EventMetrics` is an event listener (``add_listener(EventMetrics(registry))``) that
   counts what happens inside this process: failures, transitions, retries and their delays,
   limiter waits.
@@ -18,14 +18,14 @@ counters, labels of low cardinality: names of budgets, breakers, stores, address
 Shared-state metrics (gauges unless noted):
 
 =============================================================  =================================
-``resilient_trading_halted``                                    1 while the fleet is halted
+``resilient_trading_halted``                                    1 while halted (or flag unreadable)
+``resilient_trading_halt_unknown``                              1 while the flag cannot be read
 ``resilient_trading_needs_operator``                            1 when ``status`` would exit 3
 ``resilient_trading_state_read_errors``                         items that could not be read
 ``resilient_trading_budget_used_weight{budget,period_seconds}`` weight used in the window
 ``resilient_trading_budget_limit_weight{budget,period_seconds}`` the window's budget
 ``resilient_trading_budget_utilisation_ratio{budget}``          fullest window's used share
 ``resilient_trading_budget_paused{budget}``                     1 while every sharer is paused
-``resilient_trading_budget_fallback{budget}``                   1 while on the local share
 ``resilient_trading_breaker_state{breaker}``                    0 closed, 1 half-open, 2 open
 ``resilient_trading_breaker_latched{breaker}``                  1 when latched
 ``resilient_trading_breaker_consecutive_failures{breaker}``     consecutive failures counted
@@ -68,18 +68,24 @@ In-process metrics (:class:`EventMetrics`, from the events every primitive publi
 ==================================================================  ===============================
 
 The ``limiter`` label is the budget's file name, Redis key, or an in-process limiter's
-``key``: the ``budget`` label of the shared-state metrics for the same budget.
+``key``: the ``budget`` label of the shared-state metrics for the same budget. Items sharing
+a name get label values told apart by their file (:func:`unique_labels`): no two samples of a
+family carry the same labels. A budget's fallback mode lives in each process, not in the
+shared state: it shows as ``limiter_fallback_changes_total`` from the process's events.
 
 Why this module is long: it is the catalogue of every metric: each name, help text and label set is
-declared one by one (twenty shared-state families, twenty-two in-process ones), and the tables above
+declared one by one (twenty shared-state families, twenty-two in-process ones), plus the
+exporter's bounded server, and the tables above
 document each of them.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from resilient_trading._events import (
@@ -94,8 +100,19 @@ from resilient_trading._events import (
     StoreEvent,
 )
 from resilient_trading._fleet_view import FleetView, read_fleet
+from resilient_trading._redact import safe_text
+from resilient_trading._validate import check_int, check_number
 
-__all__ = ["EventMetrics", "FleetCollector", "exposition", "make_app", "serve"]
+log = logging.getLogger("resilient_trading.metrics")
+
+__all__ = [
+    "EventMetrics",
+    "FleetCollector",
+    "exposition",
+    "make_app",
+    "serve",
+    "unique_labels",
+]
 
 _BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
@@ -120,12 +137,54 @@ def _short(location: str) -> str:
     return os.path.basename(location) or location
 
 
+def unique_labels(items: Sequence[tuple[str, str]]) -> list[str]:
+    """One label value per ``(name, location)``, unique within the list.
+
+    A name that only one item has is its label; items sharing a name (two files in a state
+    directory each holding a breaker ``orders``; two state directories each with a
+    ``budget.json``) are told apart as ``name@file`` (``name@location`` when even the file
+    names agree), so no two samples of a family ever carry the same labels.
+
+    >>> unique_labels([("orders", "/a/b1.json"), ("orders", "/a/b2.json"), ("info", "/a/b1.json")])
+    ['orders@b1.json', 'orders@b2.json', 'info']
+    """
+    counts: dict[str, int] = {}
+    for name, _ in items:
+        counts[name] = counts.get(name, 0) + 1
+    out: list[str] = []
+    for name, location in items:
+        if counts[name] == 1:
+            out.append(name)
+            continue
+        store = location.split("#", 1)[0] if "#breakers." in location else location
+        short = os.path.basename(store) or store
+        clash = sum(
+            1
+            for n, loc in items
+            if n == name
+            and os.path.basename(loc.split("#", 1)[0] if "#breakers." in loc else loc) == short
+        )
+        out.append(f"{name}@{short}" if clash == 1 else f"{name}@{store}")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(out):  # the same name twice at the very same place: number it
+        seen[label] = seen.get(label, 0) + 1
+        if seen[label] > 1:
+            out[i] = f"{label}#{seen[label]}"
+    return out
+
+
 class FleetCollector:
     """A Prometheus collector that reads the shared state at each scrape.
 
     Args:
-        state_dir: The bots' shared state directory.
-        redis_url: And/or their Redis.
+        state_dir: The bots' shared state directory, or several.
+        redis_url: And/or their Redis, or several.
+        expect_state: A source holding nothing of ours is a read error (``no_state``), as
+            for the ``metrics`` command; leave it False in a bot reading its own state
+            directory, still empty before its first write.
+
+    Reading never fails a scrape: what cannot be read (a vanished directory, Redis down)
+    counts in ``resilient_trading_state_read_errors`` and turns ``needs_operator`` to 1.
 
     Example:
         >>> import tempfile
@@ -136,21 +195,32 @@ class FleetCollector:
         True
     """
 
-    def __init__(self, *, state_dir: str | None = None, redis_url: str | None = None) -> None:
-        if state_dir is None and redis_url is None:
+    def __init__(
+        self,
+        *,
+        state_dir: str | Sequence[str] | None = None,
+        redis_url: str | Sequence[str] | None = None,
+        expect_state: bool = False,
+    ) -> None:
+        if not state_dir and not redis_url:
             raise ValueError("give state_dir or redis_url (or both)")
+        self._expect_state = expect_state
         self._state_dir = state_dir
         self._redis_url = redis_url
         self._prom = _prometheus()
         self.last: FleetView | None = None
 
+    def read(self) -> FleetView:
+        """The fleet now (kept in :attr:`last`)."""
+        view = read_fleet(self._state_dir, self._redis_url, expect_state=self._expect_state)
+        self.last = view
+        return view
+
     def describe(self) -> list[Any]:
         return []  # read at scrape time only: nothing is touched at registration
 
     def collect(self) -> Iterator[Any]:
-        view = read_fleet(self._state_dir, self._redis_url)
-        self.last = view
-        yield from self._families(view)
+        yield from self._families(self.read())
 
     def _families(self, view: FleetView) -> Iterable[Any]:
         """The metric families of one view."""
@@ -159,14 +229,19 @@ class FleetCollector:
         gauge: Callable[..., Any] = GaugeMetricFamily
         counter: Callable[..., Any] = CounterMetricFamily
         p = "resilient_trading_"
-        yield gauge(p + "halted", "1 while the fleet is halted", value=int(view.halt is not None))
+        halt = view.halt_state
+        # An unreadable flag counts as halted, as the bots treat it.
+        yield gauge(p + "halted", "1 while the fleet is halted", value=int(halt != "not_halted"))
+        yield gauge(
+            p + "halt_unknown", "1 while the halt flag cannot be read", value=int(halt == "unknown")
+        )
         yield gauge(
             p + "needs_operator",
             "1 when something needs an operator (status exits 3)",
-            value=int(bool(view.needs_operator())),
+            value=int(bool(view.reasons())),
         )
         yield gauge(
-            p + "state_read_errors", "Shared-state items that could not be read", len(view.problems)
+            p + "state_read_errors", "Shared-state items that could not be read", len(view.issues)
         )
         used = gauge(
             p + "budget_used_weight",
@@ -180,17 +255,15 @@ class FleetCollector:
             p + "budget_utilisation_ratio", "Fullest window's used share", labels=["budget"]
         )
         paused = gauge(p + "budget_paused", "1 while every sharer is paused", labels=["budget"])
-        fallback = gauge(p + "budget_fallback", "1 while on the local share", labels=["budget"])
-        for b in view.budgets:
-            name = _short(b.location)
+        names = unique_labels([(_short(b.location), b.location) for b in view.budgets])
+        for name, b in zip(names, view.budgets, strict=True):
             for w in b.windows:
-                period = f"{w.period_seconds:g}"
+                period = f"{w.period:g}"
                 used.add_metric([name, period], w.used)
                 limit.add_metric([name, period], w.budget)
             ratio.add_metric([name], b.utilisation)
             paused.add_metric([name], int(b.paused_until is not None))
-            fallback.add_metric([name], int(b.mode != "shared"))
-        yield from (used, limit, ratio, paused, fallback)
+        yield from (used, limit, ratio, paused)
         state = gauge(p + "breaker_state", "0 closed, 1 half-open, 2 open", labels=["breaker"])
         latched = gauge(p + "breaker_latched", "1 when latched", labels=["breaker"])
         failures = gauge(
@@ -200,13 +273,14 @@ class FleetCollector:
         opened = gauge(
             p + "breaker_opened_timestamp_seconds", "When it last opened", labels=["breaker"]
         )
-        for k in view.breakers:
-            state.add_metric([k.name], _BREAKER_STATES.get(k.state, 2))
-            latched.add_metric([k.name], int(k.latched))
-            failures.add_metric([k.name], k.failures)
-            trips.add_metric([k.name], k.trips)
+        names = unique_labels([(k.name, k.location) for k in view.breakers])
+        for name, k in zip(names, view.breakers, strict=True):
+            state.add_metric([name], _BREAKER_STATES.get(k.state, 2))
+            latched.add_metric([name], int(k.latched))
+            failures.add_metric([name], k.failures)
+            trips.add_metric([name], k.trips)
             if k.opened_at is not None:
-                opened.add_metric([k.name], k.opened_at)
+                opened.add_metric([name], k.opened_at)
         yield from (state, latched, failures, trips, opened)
         a_used = gauge(p + "address_actions_used", "Actions used of the cap", labels=["address"])
         a_cap = gauge(p + "address_actions_cap", "The address's action cap", labels=["address"])
@@ -214,20 +288,21 @@ class FleetCollector:
             p + "address_runway_seconds", "Time left at the recent pace", labels=["address"]
         )
         throttled = gauge(p + "address_throttled", "1 while throttled", labels=["address"])
-        for a in view.addresses:
-            a_used.add_metric([a.address], a.used)
-            a_cap.add_metric([a.address], a.cap)
+        names = unique_labels([(a.address, a.location) for a in view.addresses])
+        for name, a in zip(names, view.addresses, strict=True):
+            a_used.add_metric([name], a.used)
+            a_cap.add_metric([name], a.cap)
             if a.runway_seconds is not None:
-                runway.add_metric([a.address], a.runway_seconds)
-            throttled.add_metric([a.address], int(a.throttled))
+                runway.add_metric([name], a.runway_seconds)
+            throttled.add_metric([name], int(a.throttled))
         yield from (a_used, a_cap, runway, throttled)
         gen = gauge(p + "store_generation", "Commits so far", labels=["store"])
         commit = gauge(
             p + "store_last_commit_timestamp_seconds", "Last commit time", labels=["store"]
         )
         backup = gauge(p + "store_backup_age_seconds", "Age of the .bak", labels=["store"])
-        for s in view.stores:
-            name = _short(s.path)
+        names = unique_labels([(_short(s.path), s.path) for s in view.stores])
+        for name, s in zip(names, view.stores, strict=True):
             gen.add_metric([name], s.generation)
             commit.add_metric([name], s.last_commit)
             if s.backup_age_seconds is not None:
@@ -384,22 +459,51 @@ class EventMetrics:
         self.alerts.labels(event.state).inc()
 
 
-def exposition(*, state_dir: str | None = None, redis_url: str | None = None) -> str:
+Sources = str | Sequence[str] | None
+
+
+def exposition(
+    *, state_dir: Sources = None, redis_url: Sources = None, expect_state: bool = False
+) -> str:
     """The fleet's metrics now, in the Prometheus text format."""
     prom = _prometheus()
     registry = prom.CollectorRegistry(auto_describe=False)
-    registry.register(FleetCollector(state_dir=state_dir, redis_url=redis_url))
+    collector = FleetCollector(state_dir=state_dir, redis_url=redis_url, expect_state=expect_state)
+    registry.register(collector)
     text: bytes = prom.generate_latest(registry)
     return text.decode()
 
 
+def _json_body(value: Any) -> bytes:
+    return (json.dumps(value, sort_keys=True) + "\n").encode()
+
+
+def healthz_body(view: FleetView) -> dict[str, Any]:
+    """The ``/healthz`` JSON: ``status`` (``ok`` / ``unavailable``, as the bot's), ``reasons``
+    (texts), ``failing`` (their kinds) and the halt state."""
+    reasons = view.reasons()
+    return {
+        "status": "unavailable" if reasons else "ok",
+        "reasons": [r.message for r in reasons],
+        "failing": sorted({r.kind for r in reasons}),
+        "halt": view.halt_state,
+        "sources": list(view.sources),
+    }
+
+
 def make_app(
-    *, state_dir: str | None = None, redis_url: str | None = None, registry: Any = None
+    *,
+    state_dir: Sources = None,
+    redis_url: Sources = None,
+    registry: Any = None,
+    expect_state: bool = False,
 ) -> Callable[..., Any]:
     """A WSGI app: ``/metrics`` (and ``/``) the fleet's metrics plus ``registry``'s,
-    ``/healthz`` 200 ``ok`` or 503 with the reasons an operator is needed."""
+    ``/healthz`` 200 or 503 with a JSON body saying why an operator is needed
+    (:func:`healthz_body`). An unexpected failure answers 503 with its type, never a
+    traceback."""
     prom = _prometheus()
-    fleet = FleetCollector(state_dir=state_dir, redis_url=redis_url)
+    fleet = FleetCollector(state_dir=state_dir, redis_url=redis_url, expect_state=expect_state)
     scrape = prom.CollectorRegistry(auto_describe=False)
     scrape.register(fleet)
     metrics_app = prom.make_wsgi_app(scrape)
@@ -407,45 +511,107 @@ def make_app(
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
-        if path == "/healthz":
-            reasons = read_fleet(state_dir, redis_url).needs_operator()
-            body = ("ok\n" if not reasons else "".join(f"{r}\n" for r in reasons)).encode()
-            status = "200 OK" if not reasons else "503 Service Unavailable"
-            start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
-            return [body]
-        if path not in ("/", "/metrics"):
-            start_response("404 Not Found", [("Content-Type", "text/plain")])
-            return [b"try /metrics or /healthz\n"]
-        chunks = list(metrics_app(environ, start_response))
-        if extra is not None:
-            chunks.extend(extra(environ, lambda *a, **k: None))
+        try:
+            if path == "/healthz":
+                body = healthz_body(fleet.read())
+                status = "200 OK" if body["status"] == "ok" else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "application/json")])
+                return [_json_body(body)]
+            if path not in ("/", "/metrics"):
+                start_response("404 Not Found", [("Content-Type", "text/plain")])
+                return [b"try /metrics or /healthz\n"]
+            started: list[tuple[Any, ...]] = []
+
+            def keep(*args: Any) -> Callable[[bytes], None]:
+                started.append(args)
+                return lambda data: None
+
+            if extra is not None:  # two bodies in one: plain text, uncompressed
+                environ = {
+                    k: v
+                    for k, v in environ.items()
+                    if k not in ("HTTP_ACCEPT", "HTTP_ACCEPT_ENCODING")
+                }
+            chunks = list(metrics_app(environ, keep))
+            if extra is not None:
+                chunks.extend(extra(environ, lambda *a: None))
+        except Exception as exc:  # the exporter's own failure: logged and answered
+            log.warning("fleet exporter: %s failed", path, exc_info=True)
+            start_response("503 Service Unavailable", [("Content-Type", "application/json")])
+            reason = f"the exporter failed: {type(exc).__name__}: {safe_text(exc, 300)}"
+            return [_json_body({"status": "unavailable", "reasons": [reason]})]
+        start_response(*started[0][:2])
         return chunks
 
     return app
+
+
+#: At most this many connections are served at once; more are closed at once.
+MAX_CONNECTIONS = 16
+#: A client that sends or reads nothing for this many seconds is dropped.
+CLIENT_TIMEOUT = 10.0
 
 
 def serve(
     host: str,
     port: int,
     *,
-    state_dir: str | None = None,
-    redis_url: str | None = None,
+    state_dir: Sources = None,
+    redis_url: Sources = None,
     registry: Any = None,
+    max_connections: int = MAX_CONNECTIONS,
+    client_timeout: float = CLIENT_TIMEOUT,
+    expect_state: bool = False,
 ) -> Any:
-    """Serve :func:`make_app` on ``host:port`` in a daemon thread; returns the server
-    (``server.shutdown()`` stops it; ``server.server_port`` is the bound port)."""
+    """Serve :func:`make_app` on ``host:port`` (IPv4 or IPv6) in a daemon thread; returns the
+    server (``server.shutdown()`` then ``server.server_close()`` stop it;
+    ``server.server_port`` is the bound port). At most ``max_connections`` are served at once
+    (more are closed at once), and a client idle for ``client_timeout`` seconds is dropped.
+
+    Raises:
+        OSError: The address cannot be bound (``errno.EADDRINUSE``: the port is in use).
+    """
+    import socket
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+    check_int("max_connections", max_connections, minimum=1)
+    check_number("client_timeout", client_timeout)
+    slots = threading.BoundedSemaphore(max_connections)
+
     class _Server(ThreadingMixIn, WSGIServer):
         daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    class _Quiet(WSGIRequestHandler):
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not slots.acquire(blocking=False):
+                self.shutdown_request(request)  # over the cap: closed, not queued
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                slots.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            log.debug("fleet exporter: a request from %s failed", client_address, exc_info=True)
+
+    class _Handler(WSGIRequestHandler):
+        timeout = client_timeout  # socket timeout of each connection
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    app = make_app(state_dir=state_dir, redis_url=redis_url, registry=registry)
-    server = make_server(host, port, app, server_class=_Server, handler_class=_Quiet)
+    app = make_app(
+        state_dir=state_dir, redis_url=redis_url, registry=registry, expect_state=expect_state
+    )
+    server = make_server(host, port, app, server_class=_Server, handler_class=_Handler)
     thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
     thread.start()
     return server
