@@ -139,7 +139,7 @@ def test_chat_formats_send_their_documented_body(format: Any) -> None:
     text = "[WARNING] bot-1: address:0xab runway_low: runway 20h"
     expected = {
         "slack": {"text": text},
-        "discord": {"content": text},
+        "discord": {"content": text, "allowed_mentions": {"parse": []}},
         "telegram": {"chat_id": "42", "text": text},
     }.get(format)
     if expected is None:

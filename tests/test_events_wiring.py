@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -254,6 +257,162 @@ def test_a_raising_listener_changes_no_store_outcome(
     # the restore parses the damaged file once more: a second "corrupted", a true report
     assert [e.kind for e in seen] == ["commit", "commit", "corrupted", "corrupted", "restored"]
     assert any("event listener" in r.getMessage() for r in caplog.records)
+
+
+# --- store events run after the lock is released (#17 review, item 4) --------------------------
+
+
+def _lock_is_free(path: str) -> bool:
+    """Whether another open file description could take the store's lock now (``flock`` is
+    per open file description: this conflicts with a holder in this process too)."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _on_disk_generation(path: str) -> int:
+    with LockedJsonStore(path) as fresh:  # a new store: parses what is on disk
+        fresh.read()
+        snapshot = fresh._file.snapshot
+    assert snapshot is not None
+    return int(snapshot.generation)
+
+
+_STORE_LOCK_OPS = st.lists(
+    st.sampled_from(["commit", "commit_async", "abort", "abort_async", "restore", "damage"]),
+    max_size=10,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ops=_STORE_LOCK_OPS)
+def test_store_events_reach_listeners_after_the_lock_is_released(ops: list[str]) -> None:
+    """Property: whatever the sequence of transactions (sync and async, committed or aborted),
+    restores and damaged files, every store event reaches a listener while the store's lock
+    is free, and a ``commit`` only once its generation is on disk."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "state.json")
+        seen: list[tuple[str, bool]] = []
+
+        def listener(event: Any) -> None:
+            if isinstance(event, StoreEvent) and event.path == path:
+                seen.append((event.kind, _lock_is_free(path)))
+                if event.kind == "commit":
+                    assert _on_disk_generation(path) == event.generation
+
+        async def transaction_async(store: LockedJsonStore, abort: bool) -> None:
+            with contextlib.suppress(KeyError, StateCorruptedError):
+                async with store.transaction_async() as doc:
+                    doc["n"] = doc.get("n", 0) + 1
+                    if abort:
+                        raise KeyError("abandon")
+
+        remove = add_listener(listener)
+        try:
+            with LockedJsonStore(path, durable=False) as store:
+                for op in ops:
+                    if op in ("commit", "abort"):
+                        with (
+                            contextlib.suppress(KeyError, StateCorruptedError),
+                            store.transaction() as doc,
+                        ):
+                            doc["n"] = doc.get("n", 0) + 1
+                            if op == "abort":
+                                raise KeyError("abandon")
+                    elif op in ("commit_async", "abort_async"):
+                        asyncio.run(transaction_async(store, op == "abort_async"))
+                    elif op == "restore":
+                        with contextlib.suppress(StateCorruptedError, ValueError):
+                            store.restore_backup(force=True)
+                    else:
+                        Path(path).write_bytes(b"garbage")
+        finally:
+            remove()
+    assert all(free for _, free in seen), seen
+    commits = sum(kind == "commit" for kind, _ in seen)
+    assert commits <= ops.count("commit") + ops.count("commit_async")
+
+
+_OTHER_PROCESS = """
+import sys
+from resilient_trading import LockedJsonStore, LockTimeoutError, StateCorruptedError
+try:
+    with LockedJsonStore(sys.argv[1], lock_timeout=0) as store:
+        with store.transaction() as doc:
+            doc["other"] = 1
+except LockTimeoutError:
+    sys.exit(3)
+except StateCorruptedError:
+    print("took the lock (the file is damaged)")
+"""
+
+
+@pytest.mark.parametrize(
+    "kind", ["commit", "commit_async", "restored", "corrupted", "conflict_wait"]
+)
+def test_a_slow_listener_never_blocks_another_process(tmp_path: Path, kind: str) -> None:
+    """A listener that blocks on a store event (until the other process is done) does not
+    keep the lock: another process takes it at once (``lock_timeout=0``)."""
+    path = tmp_path / "state.json"
+    store = LockedJsonStore(path, durable=False)
+    for n in (1, 2):
+        with store.transaction() as doc:
+            doc["n"] = n
+    if kind == "corrupted":
+        path.write_bytes(b"garbage")
+    entered, done = threading.Event(), threading.Event()
+    event_kind = "commit" if kind == "commit_async" else kind
+
+    def slow(event: Any) -> None:
+        if isinstance(event, StoreEvent) and event.kind == event_kind and not entered.is_set():
+            entered.set()
+            done.wait(30)  # a slow listener: it returns once the other process finished
+
+    async def commit_async() -> None:
+        async with store.transaction_async() as doc:
+            doc["n"] = 3
+
+    def work() -> None:
+        with contextlib.suppress(StateCorruptedError):
+            if kind == "commit":
+                store.update(lambda doc: doc.update(n=3))
+            elif kind == "commit_async":
+                asyncio.run(commit_async())
+            elif kind == "restored":
+                store.restore_backup(force=True)
+            elif kind == "corrupted":
+                store.update(lambda doc: doc.update(n=3))
+            else:
+                holder = LockedJsonStore(path, durable=False)
+                thread = _hold(holder, threading.Event(), 0.2)  # conflict: this one waits
+                store.update(lambda doc: doc.update(n=3))
+                thread.join()
+                holder.close()
+
+    remove = add_listener(slow)
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    try:
+        assert entered.wait(30), f"no {event_kind} event"
+        other = subprocess.run(
+            [sys.executable, "-c", _OTHER_PROCESS, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        done.set()
+        remove()
+        worker.join(30)
+        store.close()
+    assert other.returncode == 0, (other.returncode, other.stdout, other.stderr)
 
 
 # --- the address budget ------------------------------------------------------------------------

@@ -111,6 +111,13 @@ SHAPES: dict[str, Shape] = {
     "unclosed object": lambda s: f"credentials={{'user': 'bob', 'key': '{s}'",
     "env line": lambda s: f"HYPERLIQUID_PRIVATE_KEY={s}",
     "yaml": lambda s: f"mnemonic: {s}",
+    "telegram bot url": lambda s: f"POST https://api.telegram.org/bot123456789:{s}/sendMessage",
+    "telegram file url": lambda s: f"GET https://api.telegram.org/file/bot12345:{s}/photos/a.jpg",
+    "telegram token": lambda s: f"telegram says 401 for bot123456789:{s}",
+    "slack webhook": lambda s: f"POST https://hooks.slack.com/services/T0AB12CD3/B0AB12CD3/{s}",
+    "slack workflow": lambda s: f"https://hooks.slack.com/workflows/T0AB12CD3/A0AB/{s}",
+    "discord webhook": lambda s: f"POST https://discord.com/api/webhooks/1234567890123/{s}",
+    "discordapp webhook": lambda s: f"https://discordapp.com/api/v10/webhooks/42/{s}/slack",
 }
 
 
@@ -250,6 +257,13 @@ SHAPES_REDACTED: dict[str, str] = {
     "unclosed object": "credentials=<redacted>",
     "env line": "HYPERLIQUID_PRIVATE_KEY=<redacted> | coin=BTC",
     "yaml": "mnemonic: <redacted> | coin=BTC",
+    "telegram bot url": "POST https://api.telegram.org/<redacted>/sendMessage | coin=BTC",
+    "telegram file url": "GET https://api.telegram.org/file/<redacted>/photos/a.jpg | coin=BTC",
+    "telegram token": "telegram says 401 for <redacted> | coin=BTC",
+    "slack webhook": "POST https://hooks.slack.com/<redacted> | coin=BTC",
+    "slack workflow": "https://hooks.slack.com/<redacted> | coin=BTC",
+    "discord webhook": "POST https://discord.com/api/webhooks/1234567890123/<redacted> | coin=BTC",
+    "discordapp webhook": "https://discordapp.com/api/v10/webhooks/42/<redacted>/slack | coin=BTC",
 }
 
 
@@ -539,3 +553,83 @@ def test_redact_stays_linear_on_hostile_input(text: str) -> None:
     start = time.perf_counter()
     redact(text)
     assert time.perf_counter() - start < 2.0
+
+
+# --- webhook URLs whose path is the secret (#17 review, item 7) ---------------------------------
+
+_TOKEN_CHARS = string.ascii_letters + string.digits + "_-"
+telegram_tokens = st.builds(
+    lambda bot, secret: f"{bot}:{secret}",
+    st.integers(min_value=10**5, max_value=10**10),
+    st.text(alphabet=_TOKEN_CHARS, min_size=35, max_size=35),
+)
+slack_paths = st.builds(
+    lambda team, hook, secret: f"T{team}/B{hook}/{secret}",
+    st.text(alphabet=string.ascii_uppercase + string.digits, min_size=8, max_size=10),
+    st.text(alphabet=string.ascii_uppercase + string.digits, min_size=8, max_size=10),
+    st.text(alphabet=string.ascii_letters + string.digits, min_size=24, max_size=24),
+)
+discord_tokens = st.text(alphabet=_TOKEN_CHARS, min_size=60, max_size=68)
+
+# (the webhook URL, the secret in it, what must stay visible)
+webhook_urls = st.one_of(
+    telegram_tokens.map(
+        lambda t: (f"https://api.telegram.org/bot{t}/sendMessage", t, "api.telegram.org")
+    ),
+    slack_paths.map(
+        lambda p: (f"https://hooks.slack.com/services/{p}", p.split("/")[2], "hooks.slack.com")
+    ),
+    st.tuples(st.integers(min_value=10**16, max_value=10**19), discord_tokens).map(
+        lambda t: (
+            f"https://discord.com/api/webhooks/{t[0]}/{t[1]}",
+            t[1],
+            f"webhooks/{t[0]}/",
+        )
+    ),
+    st.tuples(st.integers(min_value=1, max_value=10**19), discord_tokens).map(
+        lambda t: (f"https://discordapp.com/api/webhooks/{t[0]}/{t[1]}?wait=true", t[1], "wait")
+    ),
+)
+# How a URL reaches a message: an error's text, a repr, a JSON body, a log line, a header.
+url_contexts: list[Callable[[str], str]] = [
+    lambda u: f"<urlopen error [Errno 111] Connection refused> POST {u}",
+    lambda u: repr({"url": u, "status": 502}),
+    lambda u: json.dumps(json.dumps({"webhook": u})),
+    lambda u: f"HTTPError: 404 Not Found for url: {u}\nretrying",
+    lambda u: repr(RuntimeError(f"({u!r}, 500)")),
+    lambda u: f"Location: {u.upper()}",
+]
+
+
+@settings(max_examples=200)
+@given(found=webhook_urls, context=st.sampled_from(url_contexts))
+def test_a_webhook_secret_never_survives(found: tuple[str, str, str], context: Shape) -> None:
+    url, secret, visible = found
+    text = context(url)
+    out = redact(text)
+    assert secret not in out and secret.upper() not in out, (text, out)
+    assert "<redacted>" in out
+    if not text.startswith("Location"):
+        assert visible in out  # the host (or the webhook's id) still says what failed
+
+
+@given(token=telegram_tokens, limit=st.integers(min_value=1, max_value=120))
+def test_safe_text_cuts_after_taking_the_telegram_token_out(token: str, limit: int) -> None:
+    secret = token.split(":")[1]
+    out = safe_text(f"POST https://api.telegram.org/bot{token}/sendMessage timed out", limit)
+    assert not any(secret[i : i + 8] in out for i in range(len(secret) - 7))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "bot-1: started",
+        "bot 3 of 5 stopped",
+        "robot1:abcdefghijkl",
+        "the bot12 restarted",
+        "https://slack.com/help and https://discord.com/channels/1/2",
+        "https://api.telegram.org/",
+    ],
+)
+def test_ordinary_bot_text_and_plain_chat_urls_are_kept(text: str) -> None:
+    assert redact(text) == text

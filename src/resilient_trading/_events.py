@@ -30,10 +30,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -264,12 +265,17 @@ Listener = Callable[[Any], object]
 class EventBus:
     """A set of listeners; :meth:`emit` calls each, logging (never raising) their failures.
 
-    Adding and removing are thread-safe and never block :meth:`emit` (copy on write).
+    Adding and removing are thread-safe and never block :meth:`emit` (copy on write). A
+    listener that keeps raising does not flood the log: the first failure of each exception
+    type is logged with its traceback, later ones as one line at the 10th, 100th, 1000th...
+    failure, with the count.
     """
 
     def __init__(self) -> None:
         self._listeners: tuple[Listener, ...] = ()
         self._lock = threading.Lock()
+        # id(listener) -> failures by exception type (only listeners that raised)
+        self._failures: dict[int, dict[str, int]] = {}
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event)`` for every event from now on. Returns a function that
@@ -287,6 +293,8 @@ class EventBus:
             if listener in listeners:
                 listeners.remove(listener)
             self._listeners = tuple(listeners)
+            if not any(kept is listener for kept in listeners):
+                self._failures.pop(id(listener), None)
 
     @property
     def listeners(self) -> tuple[Listener, ...]:
@@ -297,16 +305,58 @@ class EventBus:
         for listener in self._listeners:
             try:
                 listener(event)
-            except Exception:
-                log.exception(
-                    "event listener %r raised on %s; ignored (the observed call's outcome stands)",
-                    listener,
-                    type(event).__name__,
-                )
+            except Exception as exc:
+                self._failed(listener, event, exc)
+
+    def _failed(self, listener: Listener, event: Event, exc: Exception) -> None:
+        """Log a listener's failure: the first of its kind with the traceback, then one line
+        at each power of ten."""
+        kind = type(exc).__name__
+        with self._lock:
+            counts = self._failures.setdefault(id(listener), {})
+            count = counts[kind] = counts.get(kind, 0) + 1
+            total = sum(counts.values())
+        if count == 1:
+            log.exception(
+                "event listener %r raised on %s; ignored (the observed call's outcome stands); "
+                "further %s from it are logged as one line at the 10th, 100th... failure",
+                listener,
+                type(event).__name__,
+                kind,
+            )
+        elif _power_of_ten(count):
+            log.error(
+                "event listener %r has raised %s %d times (%d failures in all), the last on "
+                "%s: %s; ignored (the observed calls' outcomes stand)",
+                listener,
+                kind,
+                count,
+                total,
+                type(event).__name__,
+                safe_text(exc, 200),
+            )
+
+
+def _power_of_ten(n: int) -> bool:
+    while n % 10 == 0:
+        n //= 10
+    return n == 1
 
 
 #: The process-wide bus that :func:`add_listener` and :func:`emit` use.
 EVENTS = EventBus()
+
+
+class _Held(threading.local):
+    """Per thread: the list this thread's events go to while it holds them (else ``None``;
+    a class attribute, so reading it never raises: ``emit`` stays cheap)."""
+
+    events: list[Event] | None = None
+
+
+_held = _Held()
+_holders = 0  # threads inside holding() now: while 0, emit() does not look at _held
+_holders_lock = threading.Lock()
 
 
 def add_listener(listener: Listener) -> Callable[[], None]:
@@ -320,8 +370,41 @@ def remove_listener(listener: Listener) -> None:
 
 
 def emit(event: Event) -> None:
-    """Publish ``event`` to this process's listeners (never raises)."""
+    """Publish ``event`` to this process's listeners (never raises); inside :func:`holding`,
+    keep it for later instead."""
+    into = _held.events if _holders else None
+    if into is not None:
+        into.append(event)
+        return
     EVENTS.emit(event)
+
+
+@contextlib.contextmanager
+def holding(into: list[Event]) -> Iterator[None]:
+    """Keep the events this thread emits inside the block in ``into``, instead of publishing
+    them: for code that holds a lock no listener may run under (a slow listener would block
+    every other process waiting for it). Publish them with :func:`publish` once the lock is
+    released. Nests: an inner block keeps its events in its own list."""
+    global _holders
+    outer = _held.events
+    _held.events = into
+    with _holders_lock:
+        _holders += 1
+    try:
+        yield
+    finally:
+        _held.events = outer
+        with _holders_lock:
+            _holders -= 1
+
+
+def publish(events: list[Event]) -> None:
+    """Publish events kept by :func:`holding` (in order), and forget them."""
+    if events:
+        kept = list(events)
+        events.clear()
+        for event in kept:
+            EVENTS.emit(event)
 
 
 def listening() -> bool:

@@ -9,6 +9,10 @@ old or the new document, whole. Readers never lock: the rename makes every file 
 complete. The on-disk envelope (generation, schema, checksum) is the pure codec in
 :mod:`resilient_trading._envelope`.
 
+Events (:class:`~resilient_trading.StoreEvent`) are published once the lock is released, never
+under it: a slow listener delays only its own process, never another one waiting for the lock.
+A ``commit`` is published after the commit is durable (or not at all).
+
 Reading (and the snapshot that makes an unchanged read cost a ``stat`` and a C-speed copy)
 lives in :mod:`resilient_trading._storefile`.
 
@@ -37,7 +41,7 @@ from typing import Any
 from resilient_trading._atomic import atomic_replace, clean_temp_files
 from resilient_trading._envelope import Migration, encode, find_unstorable
 from resilient_trading._errors import LockTimeoutError, StateCorruptedError
-from resilient_trading._events import StoreEvent, emit, listening
+from resilient_trading._events import Event, StoreEvent, emit, holding, listening, publish
 from resilient_trading._proclock import ProcessLock, check_lock_timeout
 from resilient_trading._storefile import StoreFile
 
@@ -144,21 +148,26 @@ class LockedJsonStore:
         self._refuse_nested()
         self._local.active = True
         pid = os.getpid()
+        held: list[Event] = []  # events published once the lock is released
         try:
-            self._acquire()
+            with holding(held):
+                self._acquire()
             try:
-                data, generation = self._load()
+                with holding(held):
+                    data, generation = self._load()
                 yield data
                 if os.getpid() != pid:
                     raise RuntimeError(
                         f"a forked child cannot commit its parent's transaction on {self._path}"
                         " (it does not hold the lock): nothing was written"
                     )
-                self._commit(data, generation + 1)
+                with holding(held):
+                    self._commit(data, generation + 1)
             finally:
                 self._lock.release()
         finally:
             self._local.active = False
+            publish(held)
 
     @contextlib.asynccontextmanager
     async def transaction_async(self) -> AsyncIterator[dict[str, Any]]:
@@ -169,6 +178,9 @@ class LockedJsonStore:
         Cancelled while the worker waits for the lock, the lock is released as soon as the
         worker gets it. Cancelled during the commit, the commit still completes (or fails)
         in its thread and the lock is released.
+
+        Its events (a ``conflict_wait``, the ``commit``) are published once the lock is
+        released, the ``commit`` in the worker thread (a listener never runs on the loop).
         """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
@@ -178,17 +190,23 @@ class LockedJsonStore:
             gate = self._gates[loop] = asyncio.Lock()
         if task is not None:
             self._async_tasks.add(task)
+        held: list[Event] = []  # events published once the lock is released
         try:
             async with gate:
-                data, generation = await self._lock.acquire_async(
-                    self._lock_timeout, *self._async_load_hooks()
-                )
+                try:
+                    data, generation = await self._lock.acquire_async(
+                        self._lock_timeout, *self._async_load_hooks(held)
+                    )
+                except BaseException:
+                    publish(held)  # the lock is not held: not taken, or released on failure
+                    raise
                 try:
                     yield data
                 except BaseException:
                     self._lock.release()
+                    publish(held)
                     raise
-                await asyncio.to_thread(self._commit_and_release, data, generation + 1)
+                await asyncio.to_thread(self._commit_and_release, data, generation + 1, held)
         finally:
             if task is not None:
                 self._async_tasks.discard(task)
@@ -230,7 +248,16 @@ class LockedJsonStore:
 
         Returns the generation restored. Raises :class:`StateCorruptedError` when the backup
         is missing or damaged too, and ``ValueError`` for a healthy file without ``force``.
+        Its events are published once the lock is released.
         """
+        held: list[Event] = []
+        try:
+            with holding(held):
+                return self._restore_backup(force)
+        finally:
+            publish(held)  # after _restore_backup released the lock
+
+    def _restore_backup(self, force: bool) -> int:
         self._acquire()
         try:
             backup = self.backup_path
@@ -324,22 +351,24 @@ class LockedJsonStore:
         return self._lock.timeout_error(self._lock_timeout, hint)
 
     def _async_load_hooks(
-        self,
+        self, held: list[Event]
     ) -> tuple[Callable[[], tuple[dict[str, Any], int]], Callable[[], LockTimeoutError]]:
         """``then`` and ``timeout_error`` for ``acquire_async``. With a listener, the lock is
         probed first (one non-blocking try, released at once: the worker thread takes it
         for real); held by another, the wait until the worker has it is a ``conflict_wait``
-        event, and a timeout a ``lock_timeout`` event."""
-        if not listening() or self._probe():
-            return self._load, self._timeout_error
-        started = time.monotonic()
+        event, and a timeout a ``lock_timeout`` event. The events ``then`` emits under the
+        lock go to ``held``, for the caller to publish once the lock is released."""
+        started = None if not listening() or self._probe() else time.monotonic()
 
         def then() -> tuple[dict[str, Any], int]:
-            self._waited(started, True)
-            return self._load()
+            with holding(held):
+                if started is not None:
+                    self._waited(started, True)
+                return self._load()
 
         def timeout_error() -> LockTimeoutError:
-            self._waited(started, False)
+            if started is not None:
+                self._waited(started, False)
             return self._timeout_error()
 
         return then, timeout_error
@@ -351,11 +380,13 @@ class LockedJsonStore:
         self._lock.release()
         return True
 
-    def _commit_and_release(self, data: dict[str, Any], generation: int) -> None:
+    def _commit_and_release(self, data: dict[str, Any], generation: int, held: list[Event]) -> None:
         try:
-            self._commit(data, generation)
+            with holding(held):
+                self._commit(data, generation)
         finally:
             self._lock.release()
+            publish(held)
 
     # --- reading and writing ----------------------------------------------------------------
 

@@ -21,6 +21,9 @@ What counts as a secret (each shape has a test that fails when its rule is delet
 - query parameters ``?key=``, ``&sig=``, ``&code=`` (the credential names above in a query too);
 - the password in a URL (``https://user:X@host``), or the whole user part when there is no
   password (``https://TOKEN@host``);
+- webhook secrets: a Telegram bot token (``bot123456:ABC…``, in an ``api.telegram.org`` URL
+  or anywhere), the path of a Slack webhook (``hooks.slack.com/services/T…/B…/X``), the token
+  of a Discord webhook (``discord.com/api/webhooks/<id>/X``, ``discordapp.com`` too);
 - BIP-39 mnemonics: 12 or more consecutive words of the English BIP-39 list.
 """
 
@@ -84,6 +87,17 @@ _CLOSERS = {"[": "]", "{": "}", "(": ")"}
 _URL_USERINFO = re.compile(
     r"(?i)\b([a-z][a-z0-9+.-]{0,31}://)([^\s/?#@:'\"<>]{0,512})(:[^\s/?#'\"<>]{0,512})?@"
 )
+
+# Webhook URLs whose path is the secret. Telegram: ``bot<id>:<token>`` (in its API's URLs the
+# whole path segment, elsewhere a token of 8+ characters); Slack: everything after the host;
+# Discord: the token after the webhook's id.
+_WEBHOOK = re.compile(
+    r"(?i)(api\.telegram\.org/(?:file/)?)bot[^\s/?#'\"<>\\]+"
+    r"|(?<![\w-])bot\d+:[^\s/?#'\"<>\\,;()\[\]{}]{8,}"
+    r"|(hooks\.slack(?:-gov)?\.com/)[^\s?#'\"<>\\]+"
+    r"|(discord(?:app)?\.com/api(?:/v\d+)?/webhooks/[^\s/?#'\"<>\\]+/)[^\s/?#'\"<>\\]+"
+)
+_BOT_TOKEN = re.compile(r"(?i)bot\d+:")  # a first look for a bare Telegram token
 
 _MNEMONIC_RUN = re.compile(r"(?<![\w-])[a-z]{3,8}(?:[ \t]+[a-z]{3,8}){11,}(?![\w-])")
 _LOWER_WORD = re.compile(r"[a-z]+")
@@ -190,6 +204,20 @@ def _redact_userinfo(m: re.Match[str]) -> str:
     return f"{m.group(1)}{m.group(2)}:{REDACTED}@"
 
 
+def _may_hold_webhook(text: str) -> bool:
+    """A cheap first look (substring searches; the regex only after a ``bot``)."""
+    low = text.lower()
+    return (
+        "hooks.slack" in low
+        or "/webhooks/" in low
+        or ("bot" in low and ("api.telegram.org/" in low or _BOT_TOKEN.search(text) is not None))
+    )
+
+
+def _redact_webhook(m: re.Match[str]) -> str:
+    return f"{m.group(1) or m.group(2) or m.group(3) or ''}{REDACTED}"
+
+
 def _may_hold_mnemonic(text: str) -> bool:
     """A cheap first look: 12 whitespace-separated BIP-39 words in a row."""
     run = 0
@@ -235,6 +263,8 @@ def redact(text: str) -> str:
     text = _redact_fields(text)
     if "://" in text:
         text = _URL_USERINFO.sub(_redact_userinfo, text)
+    if _may_hold_webhook(text):
+        text = _WEBHOOK.sub(_redact_webhook, text)
     if _HEX_RUN.search(text):
         text = _LONG_HEX.sub(REDACTED, text)
     if _may_hold_mnemonic(text):
