@@ -54,7 +54,10 @@ TARGETS: dict[str, list[str]] = {
     "_classify.py": ["tests/test_classify.py", "tests/test_classify_network.py"],
     "_classify_messages.py": ["tests/test_classify.py"],
     "_redact.py": ["tests/test_redact.py", "tests/test_errors.py"],
-    "presets/hyperliquid/_address_rules.py": ["tests/test_address_budget.py"],
+    "presets/hyperliquid/_address_rules.py": [
+        "tests/test_address_rules.py",
+        "tests/test_address_budget.py",
+    ],
 }
 
 _CMP_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {

@@ -13,6 +13,7 @@ its own rendering for the CLI.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -110,23 +111,24 @@ class AddressState:
                 path=where,
             )
         try:
+            minutes = raw["minutes"]
+            if not isinstance(minutes, list | tuple):
+                raise TypeError(f"minutes is {type(minutes).__name__}, not a list")
             return cls(
-                address=str(raw.get("address", "")),
-                used=int(raw["used"]),
-                cap=int(raw["cap"]),
-                cum_vlm=float(raw["cum_vlm"]),
-                started_at=float(raw["started_at"]),
-                horizon_end=float(raw["horizon_end"]),
-                synced_at=None if raw["synced_at"] is None else float(raw["synced_at"]),
-                sync_claimed_at=(
-                    None if raw["sync_claimed_at"] is None else float(raw["sync_claimed_at"])
-                ),
-                tokens=float(raw["tokens"]),
-                tokens_at=float(raw["tokens_at"]),
-                throttled=bool(raw["throttled"]),
-                next_slot=float(raw["next_slot"]),
-                warned=bool(raw["warned"]),
-                minutes=tuple((int(m), int(c)) for m, c in raw["minutes"]),
+                address=_text(raw.get("address", ""), "address"),
+                used=_stored_count(raw["used"], "used"),
+                cap=_stored_count(raw["cap"], "cap"),
+                cum_vlm=_real(raw["cum_vlm"], "cum_vlm"),
+                started_at=_real(raw["started_at"], "started_at"),
+                horizon_end=_real(raw["horizon_end"], "horizon_end"),
+                synced_at=_maybe_real(raw["synced_at"], "synced_at"),
+                sync_claimed_at=_maybe_real(raw["sync_claimed_at"], "sync_claimed_at"),
+                tokens=_real(raw["tokens"], "tokens"),
+                tokens_at=_real(raw["tokens_at"], "tokens_at"),
+                throttled=_flag(raw["throttled"], "throttled"),
+                next_slot=_real(raw["next_slot"], "next_slot"),
+                warned=_flag(raw["warned"], "warned"),
+                minutes=tuple(_minute(item) for item in minutes),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StateCorruptedError(
@@ -330,3 +332,44 @@ class AddressStatus:
 
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def _stored_count(value: Any, name: str) -> int:
+    """A stored count: a non-negative int (never a bool, a float or a string)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _real(value: Any, name: str) -> float:
+    """A stored time or amount: a finite number (never a bool, a string, NaN or infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _maybe_real(value: Any, name: str) -> float | None:
+    return None if value is None else _real(value, name)
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A stored flag: exactly true or false (the string "false" is not false)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def _minute(item: Any) -> tuple[int, int]:
+    """One ``[minute, count]`` pair of the last hour's counts."""
+    if not isinstance(item, list | tuple) or len(item) != 2:
+        raise ValueError(f"a minute count must be [minute, count], got {item!r}")
+    minute, count = item
+    if isinstance(minute, bool) or not isinstance(minute, int):
+        raise ValueError(f"a minute must be an integer, got {minute!r}")
+    return minute, _stored_count(count, "a minute's count")
