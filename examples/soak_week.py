@@ -229,6 +229,8 @@ class Life:
     #: by the exchange as reduce-only with no position left).
     gone_before_switch: int = 0
     left_open: int = 0
+    #: Reduce-only orders (stop, take-profit) the switch left working after the kill.
+    protection_kept: int = 0
     switch_seconds: float | None = None
     switch_missed: bool = False
 
@@ -388,14 +390,18 @@ class Week:
             time.sleep(0.2)
         life.switch_seconds = round(self.now() - (life.ended or 0.0), 1) if fired else None
         _, _, still = observer.look()
-        life.open_at_kill = len(listed)
-        for order in listed:
+        # The watchdog cancels what could open or grow a position and keeps reduce-only
+        # orders (the position's stop and take-profit): those are not "left open".
+        risky = [o for o in listed if not o.get("reduceOnly")]
+        life.open_at_kill = len(risky)
+        life.protection_kept = sum(1 for o in still if o.get("reduceOnly"))
+        for order in risky:
             status = observer.order_status(int(order["oid"]))
             if status in ("canceled", "scheduledCancel"):
                 life.cancelled_by_switch += 1
             elif status != "open":
                 life.gone_before_switch += 1
-        life.left_open = len(still)
+        life.left_open = sum(1 for o in still if not o.get("reduceOnly"))
         life.switch_missed = armed and not fired
 
     # --- the whole week ---
@@ -420,6 +426,7 @@ class Week:
             faults=FaultConfig.uniform(args.fault_rate, stall_seconds=2.5),
             auto_fund=args.auto_fund,
             address_buffer=args.address_buffer,
+            actions_per_usd=args.actions_per_usd,
         ).start()
         url = sim.base_url
         observer = Observer(sim, account.address)
@@ -431,7 +438,8 @@ class Week:
         )
         print(
             f"soak week: {args.days} days of {args.day_seconds:g}s, address buffer "
-            f"{args.address_buffer}, faults on {args.fault_rate:.0%} of requests, "
+            f"{args.address_buffer} (+{args.actions_per_usd:g} per USDC traded), "
+            f"faults on {args.fault_rate:.0%} of requests, "
             f"files in {self.workdir}",
             flush=True,
         )
@@ -544,6 +552,7 @@ class Week:
             "days": args.days,
             "day_seconds": args.day_seconds,
             "address_buffer": args.address_buffer,
+            "actions_per_usd": args.actions_per_usd,
             "fault_rate": args.fault_rate,
             "grace_seconds": args.grace,
             "switch_deadline_seconds": args.switch_deadline,
@@ -558,6 +567,7 @@ class Week:
             "kills": len(kills),
             "kills_with_open_orders": sum(1 for life in kills if life.open_at_kill),
             "orders_cancelled_by_switch": sum(life.cancelled_by_switch for life in kills),
+            "stops_kept_by_switch": sum(life.protection_kept for life in kills),
             "orders_gone_before_switch": sum(life.gone_before_switch for life in kills),
             "orders_left_open_after_kills": sum(life.left_open for life in kills),
             "kills_switch_missed": sum(1 for life in kills if life.switch_missed),
@@ -598,7 +608,9 @@ class Week:
                 "actions": round(final_sync.used / elapsed * 60, 2),
                 "orders_placed": round(state.counters.orders_placed / elapsed * 60, 2),
                 "history_bytes": round(history / elapsed * 60, 1),
-                "volume_usd": round((final_sync.cap - args.address_buffer) / elapsed * 60, 1),
+                "volume_usd": round(
+                    (final_sync.cap - args.address_buffer) / args.actions_per_usd / elapsed * 60, 1
+                ),
             },
             "state_always_parsed": state_always_parsed,
             "state_ok": state_ok,
@@ -660,6 +672,7 @@ def print_table(result: dict[str, Any]) -> None:
             f"{result['orders_left_open_after_kills']}, gone another way first: "
             f"{result['orders_gone_before_switch']})",
         ),
+        ("stops kept by the switch", f"{result['stops_kept_by_switch']} (reduce-only: they stay)"),
         (
             "positions unprotected past grace",
             f"{result['positions_unprotected_after_grace']} (episodes "
@@ -710,7 +723,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--day-seconds", type=float, default=40.0, help="one compressed day")
-    parser.add_argument("--address-buffer", type=int, default=700)
+    parser.add_argument(
+        "--address-buffer",
+        type=int,
+        default=20,
+        help="the address's initial actions (Hyperliquid: 10,000; small: the week spends it)",
+    )
+    parser.add_argument(
+        "--actions-per-usd",
+        type=float,
+        default=0.0005,
+        help="actions the cap grows by per USDC traded (Hyperliquid: 1; less compresses it)",
+    )
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--fault-rate", type=float, default=0.06)
     parser.add_argument("--speed", type=float, default=60.0, help="the demo's market pace")
@@ -729,6 +753,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--final-seconds", type=float, default=8.0)
     parser.add_argument("--dir", default=str(ROOT / ".soak" / "week"))
     args = parser.parse_args(argv)
+    if not args.actions_per_usd > 0:
+        parser.error("--actions-per-usd must be > 0")
     if args.days < 1 or args.day_seconds <= 0 or args.address_buffer < 1:
         parser.error("--days, --day-seconds and --address-buffer must be positive")
     if args.sample_every * 60 < 1:

@@ -347,6 +347,7 @@ FIELDS = {
     "kills",
     "orders_cancelled_by_switch",
     "orders_left_open_after_kills",
+    "stops_kept_by_switch",
     "positions_unprotected_after_grace",
     "unprotected_longest_with_bot_seconds",
     "duplicate_orders",
