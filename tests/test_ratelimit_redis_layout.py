@@ -195,6 +195,25 @@ def test_the_window_empties_on_the_servers_clock(url: str) -> None:
     check_consistent(client, "empties")
 
 
+def test_an_idle_window_stays_in_the_status_read_from_outside(url: str) -> None:
+    """A status read (``limits status``, the fleet view: no limits of its own) lists every
+    window of the budget, an idle one included, as used 0; it never drops it."""
+    from resilient_trading._fleet_view import read_fleet
+
+    RateLimiter(RateLimit(10, 0.2), RateLimit(100, 60.0), redis_url=url, key="idle").acquire(3)
+
+    def windows() -> list[tuple[float, int]]:
+        (budget,) = [b for b in read_fleet(redis_url=url).budgets if "{idle}" in b.location]
+        return sorted((w.period, w.used) for w in budget.windows)
+
+    assert windows() == [(0.2, 3), (60.0, 3)]
+    deadline = time.monotonic() + 5.0
+    while windows() != [(0.2, 0), (60.0, 3)]:
+        assert len(windows()) == 2, "an idle window vanished from the status"
+        assert time.monotonic() < deadline
+    assert windows() == [(0.2, 0), (60.0, 3)]  # and it stays listed
+
+
 def test_a_budget_in_the_previous_layout_is_read_and_converted(url: str) -> None:
     """Old state (one MessagePack value, v4) keeps counting: nothing it admitted is lost."""
     client = redis.Redis.from_url(url)

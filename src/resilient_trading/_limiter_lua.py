@@ -314,7 +314,9 @@ if not fast then
     end
     local wanted = false
     for _, m in ipairs(mine) do if m == ring then wanted = true end end
-    if wanted or ring.total > 0 then kept[#kept + 1] = ring end
+    -- an empty ring nobody here wants is dropped, but never by a status read: an idle window
+    -- is still a window of the budget
+    if wanted or ring.total > 0 or op == 'status' then kept[#kept + 1] = ring end
   end
   st.rings = kept
   while #queue > 0 and queue[1][1] <= now do table.remove(queue, 1) end

@@ -210,7 +210,7 @@ class FleetCollector:
         self._prom = _prometheus()
         self.last: FleetView | None = None
 
-    def read(self) -> FleetView:
+    def _read(self) -> FleetView:
         """The fleet now (kept in :attr:`last`)."""
         view = read_fleet(self._state_dir, self._redis_url, expect_state=self._expect_state)
         self.last = view
@@ -220,7 +220,7 @@ class FleetCollector:
         return []  # read at scrape time only: nothing is touched at registration
 
     def collect(self) -> Iterator[Any]:
-        yield from self._families(self.read())
+        yield from self._families(self._read())
 
     def _families(self, view: FleetView) -> Iterable[Any]:
         """The metric families of one view."""
@@ -513,7 +513,7 @@ def make_app(
         path = environ.get("PATH_INFO", "/")
         try:
             if path == "/healthz":
-                body = healthz_body(fleet.read())
+                body = healthz_body(fleet._read())
                 status = "200 OK" if body["status"] == "ok" else "503 Service Unavailable"
                 start_response(status, [("Content-Type", "application/json")])
                 return [_json_body(body)]
