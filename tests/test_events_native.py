@@ -8,10 +8,9 @@ nobody listens.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,38 +41,12 @@ from resilient_trading import (
 )
 from resilient_trading._events import EVENTS, EventBus
 from resilient_trading._ratelimit import MAX_PAUSE
+from tests._listeners import collected, raising_listener
 from tests._redis_server import free_port, start_redis_server
 
 pytestmark = pytest.mark.timeout(60)
 
 SECRET = "0x" + "cd" * 32
-
-
-@contextlib.contextmanager
-def collected() -> Iterator[list[Any]]:
-    """Every event published on the process-wide bus while the block runs."""
-    seen: list[Any] = []
-    remove = add_listener(seen.append)
-    try:
-        yield seen
-    finally:
-        remove()
-
-
-@contextlib.contextmanager
-def raising_listener() -> Iterator[list[Any]]:
-    """A listener that records, then raises, on every event."""
-    seen: list[Any] = []
-
-    def boom(event: Any) -> None:
-        seen.append(event)
-        raise RuntimeError("a broken listener")
-
-    remove = add_listener(boom)
-    try:
-        yield seen
-    finally:
-        remove()
 
 
 def of(events: list[Any], cls: type) -> list[Any]:

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -44,38 +44,12 @@ from resilient_trading._events import EVENTS, listening
 from resilient_trading.presets import hyperliquid as hl
 from resilient_trading.presets.hyperliquid._deadman import Heartbeat, run_watchdog, write_heartbeat
 from resilient_trading.testing import Simulator
+from tests._listeners import collected, raising_listener
 
 pytestmark = pytest.mark.timeout(60)
 
 SECRET = "0x" + "cd" * 32
 ADDRESS = "0x" + "ab" * 20
-
-
-@contextlib.contextmanager
-def collected() -> Iterator[list[Any]]:
-    """Every event emitted in this process while the block runs."""
-    seen: list[Any] = []
-    remove = add_listener(seen.append)
-    try:
-        yield seen
-    finally:
-        remove()
-
-
-@contextlib.contextmanager
-def raising_listener() -> Iterator[list[Any]]:
-    """A listener that records, then raises, on every event."""
-    seen: list[Any] = []
-
-    def boom(event: Any) -> None:
-        seen.append(event)
-        raise RuntimeError("a broken listener")
-
-    remove = add_listener(boom)
-    try:
-        yield seen
-    finally:
-        remove()
 
 
 def of(events: list[Any], cls: type, kind: str | None = None) -> list[Any]:
