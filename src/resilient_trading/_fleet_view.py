@@ -34,12 +34,13 @@ recognising each stored form; the parsing itself stays with each item's owner.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from resilient_trading import _envelope
@@ -412,6 +413,29 @@ def _many(value: str | Sequence[str] | None) -> list[str]:
     return list(value)
 
 
+def _read_source(
+    c: _Collector,
+    where: str,
+    label: str,
+    scan: Callable[[], None],
+    empty_hint: str,
+    expect_state: bool,
+) -> None:
+    """Scan one source into ``c``: unavailable or (with ``expect_state``) empty is a problem."""
+    c.found = 0
+    try:
+        scan()
+    except (ResilienceError, OSError, ValueError) as exc:
+        c.problem(label, exc, "source_unavailable")
+        _log_availability(where, c.problems[-1])
+        return
+    _log_availability(where, None)
+    if expect_state and not c.found:
+        c.problems.append(
+            Problem("no_state", where, f"no shared state found in {label}: {empty_hint}")
+        )
+
+
 def read_fleet(
     state_dir: str | Sequence[str] | None = None,
     redis_url: str | Sequence[str] | None = None,
@@ -436,45 +460,29 @@ def read_fleet(
     for d in dirs:
         where = os.path.abspath(d)
         sources.append(where)
-        c.found = 0
-        try:
-            _scan_dir(c, d)
-        except (ResilienceError, OSError, ValueError) as exc:
-            c.problem(where, exc, "source_unavailable")
-            _log_availability(where, c.problems[-1])
-            continue
-        _log_availability(where, None)
-        if expect_state and not c.found:
-            c.problems.append(
-                Problem(
-                    "no_state",
-                    where,
-                    f"no shared state found in {where}: no bot has written there (a typo, an "
-                    "unmounted volume?); give the directory the bots use as state_dir",
-                )
-            )
+        _read_source(
+            c,
+            where,
+            where,
+            functools.partial(_scan_dir, c, d),
+            "no bot has written there (a typo, an unmounted volume?); give the directory the "
+            "bots use as state_dir",
+            expect_state,
+        )
     for url in urls:
         from resilient_trading.backends._redis import _strip_credentials
 
         where = safe_text(_strip_credentials(url))
         sources.append(where)
-        c.found = 0
-        try:
-            _scan_redis(c, url)
-        except (ResilienceError, OSError, ValueError) as exc:
-            c.problem(f"Redis {where}", exc, "source_unavailable")
-            _log_availability(where, c.problems[-1])
-            continue
-        _log_availability(where, None)
-        if expect_state and not c.found:
-            c.problems.append(
-                Problem(
-                    "no_state",
-                    where,
-                    f"no shared state found in Redis {where}: no resilient-trading keys (a "
-                    "wrong host or database number?); give the bots' redis_url",
-                )
-            )
+        _read_source(
+            c,
+            where,
+            f"Redis {where}",
+            functools.partial(_scan_redis, c, url),
+            "no resilient-trading keys (a wrong host or database number?); give the bots' "
+            "redis_url",
+            expect_state,
+        )
     first = c.halts[0] if c.halts else None
     return FleetView(
         sources=tuple(sources),
