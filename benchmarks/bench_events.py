@@ -5,8 +5,12 @@ RateLimiter around a successful call). It is measured bare (nobody listens) and 
 event listener, an EventMetrics listener and the Prometheus exporter attached. The
 primitives publish their own events (no wiring): with listeners attached, every guarded
 call publishes the limiter's ``admitted`` event, so this measures one event built and
-delivered to both listeners per call. Once more with ``BreakerEvents(successes=True)`` (the
-worst case: a second event, the breaker's success, on every call). Best of N rounds, the
+delivered to both listeners per call. Once more with ``BreakerEvents(successes=True)`` (a
+second event, the breaker's success, on every call), and once with
+``BreakerEvents(latency=True)`` (each call timed: a ``call`` event with its duration, observed
+by EventMetrics' ``resilient_trading_call_duration_seconds`` histogram). The bare stack is
+also measured with a ``BreakerEvents()`` attached (latency off, the default) to show that
+it adds nothing to the call. Best of N rounds, the
 configurations alternating within each round, so a busy machine slows them alike. Also: an
 emitting site while nobody listens, and one event built and delivered to EventMetrics.
 """
@@ -42,10 +46,14 @@ ROUNDS = 7
 TARGET = 1.5
 
 
-def guarded(*, successes: bool = False) -> Callable[[], int]:
+def guarded(
+    *, successes: bool = False, latency: bool = False, adapter: bool = False
+) -> Callable[[], int]:
     """The bench_breaker.py stack (its events are native: published whenever anyone
-    listens); with ``successes``, its breaker also publishes every success."""
-    listeners = [BreakerEvents(successes=True)] if successes else []
+    listens); with ``successes``, its breaker also publishes every success; with
+    ``latency``, it times every call; with ``adapter``, a default ``BreakerEvents()``."""
+    wanted = successes or latency or adapter
+    listeners = [BreakerEvents(successes=successes, latency=latency)] if wanted else []
     breaker = CircuitBreaker(fail_max=5, reset_timeout=30.0, listeners=listeners)
     retry = RetryPolicy(attempts=5, name="work")
     limiter = RateLimiter(RateLimit(BIG, 60.0))
@@ -64,13 +72,15 @@ def main() -> None:
     bare_call = guarded()
     evented_call = guarded()
     every_call = guarded(successes=True)
+    timed_call = guarded(latency=True)
+    adapter_call = guarded(adapter=True)
     registry = CollectorRegistry()
     seen = [0]
 
     def count(event: object) -> None:
         seen[0] += 1
 
-    best = {"bare": float("inf"), "evented": float("inf"), "every": float("inf")}
+    best = {name: float("inf") for name in ("bare", "adapter", "evented", "every", "timed")}
     quiet_site = float("inf")
     with tempfile.TemporaryDirectory() as state_dir:
         server = serve("127.0.0.1", 0, state_dir=state_dir, registry=registry)
@@ -85,11 +95,13 @@ def main() -> None:
             for _ in range(ROUNDS):
                 assert not listening()
                 best["bare"] = min(best["bare"], per_op(bare_call))
+                best["adapter"] = min(best["adapter"], per_op(adapter_call))
                 quiet_site = min(quiet_site, per_op(site))
                 removers = [add_listener(count), add_listener(metrics)]
                 try:
                     best["evented"] = min(best["evented"], per_op(evented_call))
                     best["every"] = min(best["every"], per_op(every_call))
+                    best["timed"] = min(best["timed"], per_op(timed_call))
                     delivered = per_op(lambda: emit(StoreEvent("commit", "/s.json", 1)))
                 finally:
                     for remove in removers:
@@ -111,8 +123,10 @@ def main() -> None:
     )
     for name, value in [
         ("bare: breaker + retry + limiter, nobody listening", bare),
+        ("bare + BreakerEvents() (latency off), nobody listening", best["adapter"]),
         ("with a listener + EventMetrics + exporter attached", best["evented"]),
-        ("same, and the breaker's success events (worst case)", best["every"]),
+        ("same, and the breaker's success events", best["every"]),
+        ("same, with latency=True instead (every call timed)", best["timed"]),
     ]:
         print(f"{name:58} {value * 1e6:8.2f}us {value / bare:7.2f}x")
     print(f"{'an emitting site, nobody listening':58} {quiet_site * 1e9:8.0f}ns")

@@ -130,7 +130,7 @@ def test_every_in_process_name_is_documented_and_follows_the_conventions() -> No
     documented = _metrics.__doc__ or ""
     parsed = list(text_string_to_metric_families(text))
     families = [f for f in parsed if not f.name.endswith("_created")]  # client timestamps
-    assert len(families) == 22
+    assert len(families) == 23
     for family in families:
         name = family.name + ("_total" if family.type == "counter" else "")
         assert name.startswith("resilient_trading_")
@@ -139,5 +139,6 @@ def test_every_in_process_name_is_documented_and_follows_the_conventions() -> No
             assert set(sample.labels) <= {"breaker", "error_kind", "state", "limiter", "mode"} | {
                 "kind",
                 "address",
+                "outcome",
                 "le",
             }

@@ -31,9 +31,11 @@ carries the error that caused it and ``latched``), ``reset`` (:meth:`CircuitBrea
 and ``not_recorded``. They report what this process's calls did; a transition another process
 made is seen in the shared state (``status``, the exporter), not as an event here. Successes
 are not events (a listener on every success would double the cost of a guarded call):
-attach ``BreakerEvents(successes=True)`` for them. A :class:`~resilient_trading.BreakerEvents`
-adapter aimed at the process-wide bus is then only asked for successes, so nothing is
-published twice.
+attach ``BreakerEvents(successes=True)`` for them, or ``BreakerEvents(latency=True)`` to time
+each call (a ``call`` event with its ``outcome`` and ``seconds``). A
+:class:`~resilient_trading.BreakerEvents` adapter aimed at the process-wide bus is then only
+asked for what the breaker does not publish
+(:meth:`~resilient_trading.BreakerEvents.hook`), so nothing is published twice.
 
 Why this module is long: it is one idea (about a fifth of it docstrings), the shell
 that carries a call through admit, call and settle, sync and async, with the cancellation and
@@ -336,8 +338,11 @@ class CircuitBreaker:
         for hook in _HOOKS:
             methods = []
             for listener in self._listeners:
-                if isinstance(listener, BreakerEvents) and hook in listener.covered():
-                    continue  # the breaker publishes these itself: not twice
+                if isinstance(listener, BreakerEvents):  # it says which: nothing twice
+                    method = listener.hook(hook)
+                    if method is not None:
+                        methods.append(method)
+                    continue
                 method = getattr(listener, hook, None)
                 if method is not None and not _inherited_no_op(listener, hook):
                     methods.append(method)

@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -38,6 +39,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from resilient_trading._clock import Clock
 from resilient_trading._errors import CriticalError
 from resilient_trading._redact import safe_text
 
@@ -90,12 +92,14 @@ class BreakerEvent:
     ``latched`` when a critical error latched it; to ``half-open`` for a trial; to ``closed``
     after a good trial), ``"reset"`` (an operator closed it), ``"not_recorded"`` (its state
     could not be written; the call's outcome stood), ``"success"`` (only from a
-    ``BreakerEvents(successes=True)`` adapter). ``error_kind`` is the classified error's class
-    name, ``message`` its redacted text. A transition another process made is in the shared
-    state, not an event in this one.
+    ``BreakerEvents(successes=True)`` adapter), ``"call"`` (only from a
+    ``BreakerEvents(latency=True)`` adapter: a timed call, its ``outcome`` ``"success"`` or
+    ``"failure"`` and its duration in ``seconds``). ``error_kind`` is the classified error's
+    class name, ``message`` its redacted text. A transition another process made is in the
+    shared state, not an event in this one.
     """
 
-    kind: Literal["failure", "success", "state_change", "reset", "not_recorded"]
+    kind: Literal["failure", "success", "state_change", "reset", "not_recorded", "call"]
     breaker: str
     old: str | None = None
     new: str | None = None
@@ -103,6 +107,8 @@ class BreakerEvent:
     error_kind: str | None = None
     message: str | None = None
     at: float = field(default_factory=time.time)
+    outcome: Literal["success", "failure"] | None = None
+    seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,30 +434,123 @@ class BreakerEvents:
     and ``latched`` when it was critical); a change to ``closed`` not from
     ``half-open`` (a trial) is an operator's ``reset``.
 
+    Args:
+        bus: Where to publish (default: the process-wide bus).
+        successes: Also publish a ``success`` event per successful call.
+        latency: Time each guarded call and publish one ``call`` event per success or
+            counted failure (``outcome``, ``seconds``): what
+            :class:`~resilient_trading.EventMetrics` turns into the
+            ``resilient_trading_call_duration_seconds`` histogram. Independent of
+            ``successes`` (the ``call`` events already tell successes from failures).
+            Off by default: nothing is timed and the guarded call costs what it did.
+        clock: Where the time comes from (its ``monotonic()`` reading, else ``time()``);
+            tests pass a ``ManualClock``.
+
+    A timed call runs from the breaker's ``before_call`` (before admission) to its outcome
+    hook, so it includes the breaker's own bookkeeping (for a file or Redis breaker: reading
+    and writing its state). Calls that end without a ``success`` or ``failure`` hook (refused
+    by the breaker, cancelled, or raising an excluded error) are not timed. The start time is
+    kept in a context variable per breaker: concurrent calls in threads and asyncio tasks keep
+    their own, and it survives ``await`` within a task.
+
     Example:
         >>> from resilient_trading import CircuitBreaker
-        >>> breaker = CircuitBreaker(name="orders", listeners=[BreakerEvents()])
+        >>> breaker = CircuitBreaker(name="orders", listeners=[BreakerEvents(latency=True)])
     """
 
-    def __init__(self, bus: EventBus = EVENTS, *, successes: bool = False) -> None:
+    def __init__(
+        self,
+        bus: EventBus = EVENTS,
+        *,
+        successes: bool = False,
+        latency: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
         self._bus = bus
         self._successes = successes
+        self._latency = latency
         self._last: dict[str, BaseException] = {}
+        self._now: Callable[[], float] = (
+            time.monotonic if clock is None else getattr(clock, "monotonic", None) or clock.time
+        )
+        # id(breaker) -> the context variable holding its current call's start
+        self._starts: dict[int, contextvars.ContextVar[float | None]] = {}
 
     def covered(self) -> frozenset[str]:
         """The hooks a :class:`~resilient_trading.CircuitBreaker` does not call on this
         adapter: those whose events the breaker publishes itself when the adapter's bus is
-        the process-wide one (all but ``success``: nothing is published twice), and
-        ``success`` while successes are off (it would do nothing). A pybreaker breaker does
-        not ask: it calls every hook."""
+        the process-wide one (nothing is published twice; with ``latency`` the breaker
+        still tells it failures, to time them, through :meth:`hook`), ``success`` while
+        successes and latency are off and ``before_call`` while latency is off (they would
+        do nothing). A pybreaker breaker does not ask: it calls every hook."""
         covered = _NATIVE_BREAKER_HOOKS if self._bus is EVENTS else frozenset()
-        return covered if self._successes else covered | {"success"}
+        if self._latency:
+            return covered - {"failure"}
+        return (
+            covered | {"before_call"} if self._successes else covered | {"before_call", "success"}
+        )
+
+    def hook(self, name: str) -> Callable[..., Any] | None:
+        """The method a :class:`~resilient_trading.CircuitBreaker` calls for hook ``name``
+        (``None``: none). A failure the breaker publishes itself is, with ``latency``, only
+        timed: one ``call`` event, never a second ``failure``."""
+        if name == "failure" and self._latency and self._bus is EVENTS:
+            return self._timed_failure
+        if name in self.covered():
+            return None
+        method: Callable[..., Any] | None = getattr(self, name, None)
+        return method
+
+    def _start_of(self, cb: Any) -> contextvars.ContextVar[float | None]:
+        var = self._starts.get(id(cb))
+        if var is None:
+            var = self._starts.setdefault(
+                id(cb), contextvars.ContextVar(f"resilient_trading_call_start_{id(cb)}")
+            )
+        return var
+
+    def before_call(self, cb: Any, func: Any, *args: Any, **kwargs: Any) -> None:
+        if self._latency:
+            self._start_of(cb).set(self._now())
+
+    def _elapsed(self, cb: Any) -> float | None:
+        """Seconds since this context's call on ``cb`` began (``None``: not timed), and
+        forget that start."""
+        var = self._starts.get(id(cb))
+        began = None if var is None else var.get(None)
+        if began is None or var is None:
+            return None
+        var.set(None)
+        return max(0.0, self._now() - began)
+
+    def _publish_call(
+        self, cb: Any, outcome: Literal["success", "failure"], exc: BaseException | None
+    ) -> None:
+        seconds = self._elapsed(cb)
+        if seconds is None:
+            return
+        self._bus.emit(
+            BreakerEvent(
+                kind="call",
+                breaker=str(cb.name),
+                outcome=outcome,
+                seconds=seconds,
+                error_kind=None if exc is None else type(exc).__name__,
+            )
+        )
 
     def success(self, cb: Any) -> None:
+        if self._latency:
+            self._publish_call(cb, "success", None)
         if self._successes:
             self._bus.emit(BreakerEvent(kind="success", breaker=str(cb.name)))
 
+    def _timed_failure(self, cb: Any, exc: BaseException) -> None:
+        self._publish_call(cb, "failure", exc)
+
     def failure(self, cb: Any, exc: BaseException) -> None:
+        if self._latency:
+            self._publish_call(cb, "failure", exc)
         name = str(cb.name)
         self._last[name] = exc
         self._bus.emit(

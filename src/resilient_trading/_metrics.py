@@ -47,6 +47,7 @@ In-process metrics (:class:`EventMetrics`, from the events every primitive publi
 ``resilient_trading_breaker_transitions_total{breaker,state}``      state changes, by new state
 ``resilient_trading_breaker_latches_total{breaker}``                critical errors that latched it
 ``resilient_trading_breaker_outcomes_not_recorded_total{breaker}``  outcomes not written
+``resilient_trading_call_duration_seconds{breaker,outcome}``        guarded calls timed (hist.)
 ``resilient_trading_retries_total{error_kind}``                     retried attempts
 ``resilient_trading_retry_delay_seconds``                           backoff before a retry (hist.)
 ``resilient_trading_retry_gave_up_total{error_kind}``               calls the policy gave up
@@ -67,6 +68,10 @@ In-process metrics (:class:`EventMetrics`, from the events every primitive publi
 ``resilient_trading_alerts_total{state}``                           alert events
 ==================================================================  ===============================
 
+``call_duration_seconds`` needs a ``BreakerEvents(latency=True)`` listener on the breaker
+(off by default: timing costs a little on every call); its buckets span 5 ms to 30 s, the
+range of HTTP calls to an exchange, and ``outcome`` is ``success`` or ``failure``.
+
 The ``limiter`` label is the budget's file name, Redis key, or an in-process limiter's
 ``key``: the ``budget`` label of the shared-state metrics for the same budget. Items sharing
 a name get label values told apart by their file (:func:`unique_labels`): no two samples of a
@@ -74,7 +79,7 @@ family carry the same labels. A budget's fallback mode lives in each process, no
 shared state: it shows as ``limiter_fallback_changes_total`` from the process's events.
 
 Why this module is long: it is the catalogue of every metric: each name, help text and label set is
-declared one by one (twenty shared-state families, twenty-two in-process ones), plus the
+declared one by one (twenty shared-state families, twenty-three in-process ones), plus the
 exporter's bounded server, and the tables above
 document each of them.
 """
@@ -115,6 +120,9 @@ __all__ = [
 ]
 
 _BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+
+#: The buckets of ``resilient_trading_call_duration_seconds``: HTTP calls, 5 ms to 30 s.
+CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 def _prometheus() -> Any:
@@ -331,14 +339,20 @@ class EventMetrics:
         def counter(name: str, doc: str, labels: list[str]) -> Any:
             return prom.Counter(p + name, doc, labels, registry=registry)
 
-        def histogram(name: str, doc: str, labels: list[str]) -> Any:
-            return prom.Histogram(p + name, doc, labels, registry=registry)
+        def histogram(name: str, doc: str, labels: list[str], **options: Any) -> Any:
+            return prom.Histogram(p + name, doc, labels, registry=registry, **options)
 
         self.failures = counter("breaker_failures", "Failures counted", ["breaker", "error_kind"])
         self.transitions = counter("breaker_transitions", "State changes", ["breaker", "state"])
         self.latches = counter("breaker_latches", "Times a critical error latched it", ["breaker"])
         self.not_recorded = counter(
             "breaker_outcomes_not_recorded", "Outcomes its state could not record", ["breaker"]
+        )
+        self.call_duration = histogram(
+            "call_duration_seconds",
+            "Duration of guarded calls (BreakerEvents(latency=True))",
+            ["breaker", "outcome"],
+            buckets=CALL_BUCKETS,
         )
         self.retries = counter("retries", "Retried attempts", ["error_kind"])
         self.retry_delay = histogram("retry_delay_seconds", "Backoff before a retry", [])
@@ -373,6 +387,8 @@ class EventMetrics:
         self._lock = threading.Lock()
         # per limiter: its admitted-weight counter's child, found once
         self._limiters: dict[str, Any] = {}
+        # per (breaker, outcome): its call-duration histogram's child, found once
+        self._calls: dict[tuple[str, str], Any] = {}
         self._handlers: dict[type, Callable[[Any], None]] = {
             BreakerEvent: self._breaker,
             RetryAttemptEvent: self._retry,
@@ -397,7 +413,17 @@ class EventMetrics:
         handler(event)
 
     def _breaker(self, event: BreakerEvent) -> None:
-        if event.kind == "failure":
+        if event.kind == "call":  # every timed call: one lookup and one observation
+            if event.seconds is None:
+                return
+            key = (event.breaker, event.outcome or "unknown")
+            child = self._calls.get(key)
+            if child is None:
+                child = self.call_duration.labels(*key)
+                with self._lock:
+                    self._calls[key] = child
+            child.observe(event.seconds)
+        elif event.kind == "failure":
             self.failures.labels(event.breaker, event.error_kind or "unknown").inc()
         elif event.kind in ("state_change", "reset") and event.new:
             self.transitions.labels(event.breaker, event.new).inc()
