@@ -284,3 +284,95 @@ def test_the_watchdog_keeps_a_dead_bots_stop_and_cancels_what_could_grow_the_pos
             assert len(left) == 2 and all(o["reduceOnly"] for o in left)
         else:
             assert cancelled == 3 and left == []
+
+
+# --- issue #15, D5: the watchdog reads the exchange's answer to its cancels --------------------
+
+
+def test_a_refused_cancel_is_retried_at_the_next_poll_and_only_then_marked_fired(
+    tmp_path: Path,
+) -> None:
+    """The address is throttled (no budget left): the exchange answers ``{"status": "err"}``
+    with HTTP 200 and the raw SDK does not raise. The watchdog must not believe the orders
+    are gone: no ``fired_at``, the order still open; once the exchange accepts, it cancels."""
+    from resilient_trading.presets.hyperliquid._deadman import (
+        Heartbeat,
+        cancel_open_orders,
+        read_heartbeat,
+        write_heartbeat,
+    )
+
+    wallet = eth_account.Account.create()
+    address = wallet.address.lower()
+    with Simulator(seed=5, accounts={wallet.address: 10_000.0}, address_buffer=0) as sim:
+        ex = Exchange(wallet, sim.base_url)
+        info = Info(sim.base_url, skip_ws=True)
+        mid = float(info.all_mids()["BTC"])
+        placed = ex.order("BTC", True, 0.01, round(mid * 0.8), {"limit": {"tif": "Gtc"}})
+        assert "resting" in placed["response"]["data"]["statuses"][0]  # the throttle's slot
+        stale_beat = Heartbeat(address, 999_999, time.time() - 60, deadline=3.0, mode="watchdog")
+        write_heartbeat(str(tmp_path), stale_beat)
+
+        def cancel(addr: str) -> int:
+            return cancel_open_orders(ex, info, addr)
+
+        run_watchdog(str(tmp_path), cancel=cancel, once=True)  # refused: over the budget
+        beat = read_heartbeat(str(tmp_path))
+        assert beat is not None and beat.fired_at is None
+        assert len(info.frontend_open_orders(wallet.address)) == 1
+        with sim.engine.lock:
+            sim.engine.address_buffer = 10_000  # the exchange accepts again
+        run_watchdog(str(tmp_path), cancel=cancel, once=True)
+        beat = read_heartbeat(str(tmp_path))
+        assert beat is not None and beat.fired_at is not None
+        assert info.frontend_open_orders(wallet.address) == []
+
+
+def test_orders_gone_meanwhile_count_as_done(tmp_path: Path) -> None:
+    """An order filled or cancelled between the listing and the cancel is done, not a refusal."""
+    from resilient_trading.presets.hyperliquid._deadman import cancel_open_orders
+
+    wallet = eth_account.Account.create()
+    with Simulator(seed=6, accounts={wallet.address: 10_000.0}) as sim:
+        ex = Exchange(wallet, sim.base_url)
+        info = Info(sim.base_url, skip_ws=True)
+        mid = float(info.all_mids()["BTC"])
+        for frac in (0.8, 0.7):
+            ex.order("BTC", True, 0.01, round(mid * frac), {"limit": {"tif": "Gtc"}})
+        listed: list[dict[str, Any]] = info.frontend_open_orders(wallet.address)
+        assert len(listed) == 2
+        ex.cancel("BTC", int(listed[0]["oid"]))  # by hand, after the watchdog listed it
+
+        class Listed:  # the watchdog's listing, taken before the hand cancel
+            def frontend_open_orders(self, address: str) -> list[dict[str, Any]]:
+                return listed
+
+        assert cancel_open_orders(ex, Listed(), wallet.address.lower()) == 1
+        assert info.frontend_open_orders(wallet.address) == []
+
+
+_GONE = {"error": "Order was never placed, already canceled, or filled. asset=0"}
+_REFUSED = {"error": "Too many cumulative requests sent (2 > 0) for cumulative volume traded $0."}
+
+
+@given(st.lists(st.sampled_from(["success", "gone", "refused"]), min_size=1, max_size=8))
+def test_settle_cancels_counts_successes_and_raises_on_any_refusal(kinds: list[str]) -> None:
+    """Reference: the number of ``success`` statuses, or a ResilienceError when any status is
+    a refusal other than "already gone"; a top-level ``err`` and a short answer raise too."""
+    from resilient_trading import ResilienceError
+    from resilient_trading.presets.hyperliquid._deadman import settle_cancels
+
+    table: dict[str, Any] = {"success": "success", "gone": _GONE, "refused": _REFUSED}
+    statuses = [table[k] for k in kinds]
+    answer = {"status": "ok", "response": {"type": "cancel", "data": {"statuses": statuses}}}
+    if "refused" in kinds:
+        with pytest.raises(ResilienceError):
+            settle_cancels(answer, len(kinds))
+    else:
+        assert settle_cancels(answer, len(kinds)) == kinds.count("success")
+    with pytest.raises(ResilienceError):
+        settle_cancels(answer, len(kinds) + 1)  # an order the answer says nothing about
+    with pytest.raises(ResilienceError, match="Too many"):
+        settle_cancels({"status": "err", "response": _REFUSED["error"]}, len(kinds))
+    with pytest.raises(ResilienceError):
+        settle_cancels(None, len(kinds))

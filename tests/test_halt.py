@@ -112,7 +112,7 @@ def test_halt_records_reason_redacted_and_who(tmp_path: Path) -> None:
 
 def test_damaged_flag_is_a_typed_error_naming_the_file(tmp_path: Path) -> None:
     halt = Halt(state_dir=tmp_path)
-    halt._state.transact(lambda old, now: ({"halted": "yes"}, None))
+    halt._file().transact(lambda old, now: ({"halted": "yes"}, None))
     with pytest.raises(StateCorruptedError, match=r"halt\.json"):
         halt.halted()
     halt.halt("rewrite")  # the operator's commands rewrite a damaged flag
@@ -168,8 +168,13 @@ def test_not_a_halt_flag_is_refused(value: Any) -> None:
         HaltStatus.from_json(value, "where")
 
 
+_DAMAGED = "<damaged>"  # the model's "the file at the path is not a flag"
+
+
 class HaltMachine(RuleBasedStateMachine):
-    """Two handles on one directory against a model: the last write wins, seen by both."""
+    """Two handles on one directory against a model: the last write wins, seen by both; a
+    flag replaced from outside (a restore, a script writing garbage) is what both read, a
+    damaged one is an error for both, and ``halt``/``resume`` write it again."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -178,6 +183,23 @@ class HaltMachine(RuleBasedStateMachine):
         self.dir = tempfile.mkdtemp()
         self.handles = [Halt(state_dir=self.dir), Halt(state_dir=self.dir)]
         self.model: str | None = None
+
+    def _replace(self, content: bytes) -> None:
+        tmp = os.path.join(self.dir, "halt.json.new")
+        with open(tmp, "wb") as f:
+            f.write(content)
+        os.replace(tmp, os.path.join(self.dir, "halt.json"))
+
+    @rule(reason=st.sampled_from(["restored", "by script"]), halted=st.booleans())
+    def replace_with_a_flag(self, reason: str, halted: bool) -> None:
+        flag = {"halted": halted, "reason": reason, "since": 1.0, "by": "ops"}
+        self._replace(json.dumps(flag).encode())
+        self.model = reason if halted else None
+
+    @rule(garbage=st.sampled_from([b"{not json", b"[]", b'{"halted": "yes"}', b'{"halted": 1}']))
+    def replace_with_garbage(self, garbage: bytes) -> None:
+        self._replace(garbage)
+        self.model = _DAMAGED
 
     @rule(who=st.integers(0, 1), reason=st.text("abc xyz", min_size=1, max_size=8))
     def halt(self, who: int, reason: str) -> None:
@@ -194,6 +216,10 @@ class HaltMachine(RuleBasedStateMachine):
     @invariant()
     def both_see_the_model(self) -> None:
         for handle in self.handles:
+            if self.model == _DAMAGED:
+                with pytest.raises(StateCorruptedError):
+                    handle.halted()
+                continue
             status: HaltStatus | None = handle.halted()
             assert (status.reason if status else None) == self.model
 
@@ -234,3 +260,99 @@ def test_peek_reads_the_flag_without_an_event(tmp_path: Path) -> None:
             assert len(seen) == 1
     finally:
         remove()
+
+
+# --- issue #15, D3/D4/nit 3: an unreadable or replaced flag ----------------------------------
+
+
+def _make_unreadable(kind: str, state_dir: Path) -> None:
+    flag = state_dir / "halt.json"
+    if flag.exists():
+        flag.unlink()
+    if kind == "directory":
+        flag.mkdir()
+    elif kind == "symlink":
+        target = state_dir / "elsewhere.json"
+        target.write_text(json.dumps({"halted": False}))
+        flag.symlink_to(target)
+    elif kind == "dangling symlink":
+        flag.symlink_to(state_dir / "not-mounted" / "halt.json")
+    elif kind == "symlink loop":
+        flag.symlink_to(flag)
+    elif kind == "fifo":
+        os.mkfifo(flag)
+    elif kind == "permission denied":
+        flag.write_text(json.dumps({"halted": False}))
+        flag.chmod(0)
+    else:
+        raise AssertionError(kind)
+
+
+_UNREADABLE = ["directory", "symlink", "dangling symlink", "symlink loop", "fifo"]
+if os.geteuid() != 0:  # root reads a mode-000 file
+    _UNREADABLE.append("permission denied")
+
+
+@pytest.mark.parametrize("kind", _UNREADABLE)
+@pytest.mark.parametrize("when", ["while running", "before start"])
+def test_every_unreadable_flag_is_a_typed_error_never_not_halted(
+    tmp_path: Path, kind: str, when: str
+) -> None:
+    """A bot treats a ResilienceError from its halt flag as halted: an unreadable flag must
+    never escape as a raw OSError (the bot dies) nor read as "not halted" (it trades on)."""
+    running = Halt(state_dir=tmp_path) if when == "while running" else None
+    _make_unreadable(kind, tmp_path)
+    halt = running or Halt(state_dir=tmp_path)  # a bot starts whatever the flag holds
+    for read in (halt.halted, halt.peek):
+        with pytest.raises(StateCorruptedError, match=r"halt\.json") as caught:
+            read()
+        message = str(caught.value)
+        assert "resilient-trading halt" in message and "delete" not in message
+    assert halt.location == str(tmp_path / "halt.json")
+    halt.close()
+
+
+def test_a_flag_gone_from_a_vanished_directory_is_a_typed_error(tmp_path: Path) -> None:
+    """Any other OSError (here ENOTDIR: the state directory replaced by a file) is typed too."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    halt = Halt(state_dir=state_dir)
+    (state_dir / "halt.json").unlink()
+    state_dir.rmdir()
+    state_dir.write_text("not a directory")
+    with pytest.raises(StateCorruptedError, match="cannot be read"):
+        halt.halted()
+
+
+def _replace(path: Path, content: bytes) -> None:
+    tmp = path.with_name("halt.json.new")
+    tmp.write_bytes(content)
+    os.replace(tmp, path)
+
+
+@pytest.mark.parametrize("garbage", [b"{not json", b'{"halted": tru', b"[]"])
+def test_a_running_handle_reads_a_flag_replaced_by_garbage_as_damaged_never_as_resumed(
+    tmp_path: Path, garbage: bytes
+) -> None:
+    halt = Halt(state_dir=tmp_path)
+    halt.halt("incident")
+    assert halt.halted() is not None
+    _replace(tmp_path / "halt.json", garbage)
+    for read in (halt.halted, halt.peek):
+        with pytest.raises(StateCorruptedError) as caught:
+            read()
+        assert "delete" not in str(caught.value)
+    halt.halt("incident, again")  # the advice works: the flag is written again
+    assert Halt(state_dir=tmp_path).halted() is not None
+    assert halt.halted() is not None
+
+
+def test_a_running_handle_writes_the_replaced_flag_not_the_old_file(tmp_path: Path) -> None:
+    """The operator's long-lived handle (a dashboard, a script) resumes the flag the bots read."""
+    operator = Halt(state_dir=tmp_path)
+    operator.halt("incident")
+    flag = {"halted": True, "reason": "restored from backup", "since": 1.0, "by": "ops"}
+    _replace(tmp_path / "halt.json", json.dumps(flag).encode())
+    assert operator.peek() == HaltStatus(reason="restored from backup", since=1.0, by="ops")
+    operator.resume()
+    assert Halt(state_dir=tmp_path).halted() is None

@@ -11,6 +11,14 @@ position). The flag lives on the shared-state seam (:func:`resilient_trading.bac
   unchanged (the parsed flag is cached by inode, size and change time);
 * the Redis key ``resilient-trading:halt`` for processes on many machines (one ``GET`` per call).
 
+**An unreadable flag is an error, never "not halted".** A damaged ``halt.json`` (not JSON,
+not a flag, replaced by a script with garbage), or one that cannot be read at all (a
+directory, a FIFO, a symlink, even a dangling one: the library never follows links, and a
+link may point at storage that is not mounted; permission denied, an I/O error) raises
+:class:`StateCorruptedError` from :meth:`Halt.halted` and :meth:`Halt.peek`: a bot treats it
+as halted (no new entries) until the operator writes the flag again with
+``resilient-trading halt`` or ``resume``. Only a missing file means "not halted".
+
 The stored value (JSON)::
 
     {"halted": true, "reason": "exchange incident", "since": 1764090000.0, "by": "ops@host"}
@@ -18,19 +26,22 @@ The stored value (JSON)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import math
 import os
 import socket
+import stat
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
 from resilient_trading._errors import StateCorruptedError
 from resilient_trading._events import HaltEvent, emit
 from resilient_trading._redact import safe_text
-from resilient_trading.backends import SharedState, open_state
+from resilient_trading.backends import FileState, SharedState, open_state
+from resilient_trading.backends._base import Transition
 
 __all__ = ["HALT_FILE", "HALT_KEY", "Halt", "HaltStatus"]
 
@@ -38,17 +49,27 @@ __all__ = ["HALT_FILE", "HALT_KEY", "Halt", "HaltStatus"]
 HALT_FILE = "halt.json"
 #: The Redis key that holds the flag.
 HALT_KEY = "resilient-trading:halt"
+T = TypeVar("T")
 _REASON_LIMIT = 500
 _REVALIDATE = 1.0  # seconds a stat-cached flag is trusted without reading it
 _SETTLE_NS = 100_000_000  # a file modified this recently is read again on every call
+#: What to do with a damaged flag. Never "delete it": a missing flag resumes the whole fleet.
+_ADVICE = (
+    "bots treat it as halted; write the flag again with `resilient-trading halt --reason ...` "
+    "(stay halted) or `resilient-trading resume` (trade again)"
+)
+
+# `halt` cannot write over a link or a directory: it must go first (and "missing" resumes).
+_NOT_A_FILE = " (remove it, then at once write the flag again: a missing flag means not halted)"
 
 
 def _bad(location: str, what: str) -> StateCorruptedError:
-    return StateCorruptedError(
-        f"halt flag at {location} {what}; run `resilient-trading halt` or `resume` to "
-        "rewrite it, or delete it (a missing flag means: not halted)",
-        path=location,
-    )
+    return StateCorruptedError(f"halt flag at {location} {what}; {_ADVICE}", path=location)
+
+
+def _unreadable(location: str, exc: OSError) -> StateCorruptedError:
+    reason = exc.strerror or type(exc).__name__
+    return _bad(location, f"cannot be read ({reason})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,23 +164,40 @@ class Halt:
                     "existing state directory (the library never creates directories)"
                 )
             self._path = os.path.join(os.fspath(state_dir), HALT_FILE)
-        self._state: SharedState = open_state(
-            state_path=self._path, redis_url=redis_url, key=HALT_KEY, clock=clock
-        )
+        self._clock = clock
+        self._state: SharedState | None = None
+        if self._path is None:
+            self._state = open_state(state_path=None, redis_url=redis_url, key=HALT_KEY)
+        else:
+            # A flag unreadable now (a directory, a symlink...) fails the calls, not this one:
+            # a bot starts, and treats the flag as halted until it is written again.
+            with contextlib.suppress(OSError):
+                self._file()
         # (inode, size, mtime, ctime), when it was read (monotonic), the flag it held.
         self._cache: tuple[tuple[int, int, int, int], float, HaltStatus | None] | None = None
         self._seen: HaltStatus | None = None
 
+    def _file(self) -> SharedState:
+        """The flag's state, opened on first use (``OSError`` when the path cannot be opened)."""
+        if self._state is None:
+            assert self._path is not None
+            self._state = FileState(self._path, clock=self._clock, advice=_ADVICE)
+        return self._state
+
     @property
     def location(self) -> str:
         """Where the flag lives (a path, or ``redis://host/db#key`` without credentials)."""
-        return self._state.location
+        if self._path is not None:
+            return self._path
+        return self._file().location
 
     def halted(self) -> HaltStatus | None:
         """The raised halt, or ``None`` when bots may make new entries.
 
         Raises:
-            StateCorruptedError: The flag is damaged (the message says how to rewrite it).
+            StateCorruptedError: The flag is damaged or cannot be read (a directory, a symlink,
+                permission denied, an I/O error): treat it as halted; the message says how
+                to write it again.
             NetworkError: Redis is unreachable; a bot should treat that as halted (no new
                 entries) until it can read the flag again.
         """
@@ -180,18 +218,26 @@ class Halt:
         viewers (``status``, the exporter) that do not obey the flag.
 
         Raises:
-            StateCorruptedError: The flag is damaged.
+            StateCorruptedError: The flag is damaged or cannot be read.
             NetworkError: Redis is unreachable.
         """
         return self._read()
 
     def _read(self) -> HaltStatus | None:
         if self._path is None:
-            return HaltStatus.from_json(self._state.read(), self.location)
+            return HaltStatus.from_json(self._file().read(), self.location)
         try:
-            st = os.stat(self._path)
+            st = os.lstat(self._path)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise _unreadable(self._path, exc) from exc
+        if stat.S_ISLNK(st.st_mode):
+            # Even a dangling link is not "no flag": the library never follows links, so
+            # `halt` could not write through it, and its target may be storage not mounted.
+            raise _bad(self._path, f"is a symbolic link (never followed){_NOT_A_FILE}")
+        if not stat.S_ISREG(st.st_mode):
+            raise _bad(self._path, f"is not a regular file{_NOT_A_FILE}")
         key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         mono = time.monotonic()
         cache = self._cache
@@ -199,7 +245,11 @@ class Halt:
         # while it was landing, can leave the stat unchanged for a moment.
         if cache is not None and cache[0] == key and mono - cache[1] < _REVALIDATE:
             return cache[2]
-        status = HaltStatus.from_json(self._state.read(), self.location)
+        try:
+            value = self._file().read()
+        except OSError as exc:
+            raise _unreadable(self._path, exc) from exc
+        status = HaltStatus.from_json(value, self._path)
         # A file changed moments ago may still be being written: read it again next time.
         settled = time.time_ns() - st.st_mtime_ns > _SETTLE_NS
         self._cache = (key, mono, status) if settled else None
@@ -216,7 +266,7 @@ class Halt:
             status = HaltStatus(reason=text, since=now, by=by)
             return status.to_json(), status
 
-        status: HaltStatus = self._state.transact(step)
+        status: HaltStatus = self._transact(step)
         return status
 
     def resume(self) -> None:
@@ -228,11 +278,25 @@ class Halt:
                 return old, None
             return {"halted": False, "resumed_at": now, "by": by}, None
 
-        self._state.transact(step)
+        self._transact(step)
+
+    def _transact(self, step: Transition[T]) -> T:
+        """Run ``step``; over a file too damaged to parse, write its value anyway: the
+        operator's ``halt`` and ``resume`` are the way out of a damaged flag."""
+        state = self._file()
+        try:
+            return state.transact(step)
+        except StateCorruptedError:
+            if not isinstance(state, FileState):
+                raise
+        new, result = step(None, self._clock.time())
+        state.overwrite(new)
+        return result
 
     def close(self) -> None:
         """Release the file descriptor or Redis connection. Idempotent."""
-        self._state.close()
+        if self._state is not None:
+            self._state.close()
 
     def __enter__(self) -> Halt:
         return self

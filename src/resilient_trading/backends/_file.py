@@ -1,8 +1,16 @@
 """Shared state in a small file on this host, guarded by an OS file lock.
 
 Built for hot paths (a rate limiter's every acquire): one open descriptor, a ``flock`` on the
-data file itself (a stable inode: the file is never replaced; the kernel releases the lock
-when a holder dies, even under ``kill -9``), and no ``fsync``.
+data file itself (a stable inode: the library never replaces the file; the kernel releases the
+lock when a holder dies, even under ``kill -9``), and no ``fsync``.
+
+**A file replaced from outside** (renamed over, deleted, recreated by an editor or a script)
+is followed: each transaction checks, under the lock, that its descriptor is still the file at
+the path (device and inode) and otherwise reopens the path and locks again, so every reader
+and writer of this host sees the new file; a new file that does not parse is
+:class:`StateCorruptedError`, never read as empty. :meth:`FileState.read` opens the path on
+every call. Something other than a regular file at the path (a directory, a FIFO, a
+symlink: symlinks are never followed) is refused.
 
 **Crash safety: two checksummed records.** Each value is written as a record (a text header
 with a sequence number, length and CRC-32, then the JSON) at a place that does not overlap
@@ -30,6 +38,7 @@ import dataclasses
 import json
 import os
 import re
+import stat
 import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -50,6 +59,9 @@ _MARK = b"\x00RTS1 "
 _HEADER = re.compile(rb"\x00RTS1 ([0-9a-f]{16}) ([0-9a-f]{8}) ([0-9a-f]{8})\n")
 _HEADER_LEN = len(_MARK) + 16 + 1 + 8 + 1 + 8 + 1
 _UNMARK = b"\x00" + b"-" * (len(_MARK) - 1)
+# How often a transaction reopens a file replaced under it before it gives up.
+_REOPENS = 5
+_ADVICE = "it holds only a rate window, a breaker cache or a nonce floor: delete it to start afresh"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,6 +94,10 @@ class FileState:
         lock_timeout: Seconds to wait for the lock before :class:`LockTimeoutError`
             (``None`` waits forever).
         clock: Time source for transitions (every process on a host shares the wall clock).
+        advice: What the message of a :class:`StateCorruptedError` about this file tells the
+            operator to do (default: delete it, fit for a rate window, a breaker cache or a
+            nonce floor). An owner whose file must not be deleted (the fleet's halt flag:
+            deleting it resumes every bot) says what to do instead.
 
     Example:
         >>> import tempfile, os
@@ -98,15 +114,21 @@ class FileState:
         *,
         lock_timeout: float | None = 10.0,
         clock: Clock = SYSTEM_CLOCK,
+        advice: str = _ADVICE,
     ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         self._lock_timeout = check_lock_timeout(lock_timeout)
         self._path = os.fspath(path)
         self._clock = clock
+        if not isinstance(advice, str) or not advice.strip():
+            raise ValueError("advice must be a non-empty str saying what to do with a bad file")
+        self._advice = advice.strip()
         self._lock = ProcessLock(self._path)
         # transact_cached: the current record and the file's bytes this object saw last
         self._seen: tuple[_Current, bytes] | None = None
+        # the lock's descriptor, the pid that opened it, and its file's inode and device
+        self._held: tuple[int, int, int, int] | None = None
         try:
             self._lock.fd()  # create it now: a bad path fails here, not on the hot path
         except OSError as exc:
@@ -125,9 +147,7 @@ class FileState:
 
     def _corrupt(self, what: str) -> StateCorruptedError:
         return StateCorruptedError(
-            f"shared state {self._path} {what}; it holds only a rate window, a breaker cache "
-            "or a nonce floor: delete it to start afresh",
-            path=self._path,
+            f"shared state {self._path} {what}; {self._advice}", path=self._path
         )
 
     def _parse(self, raw: bytes) -> _Current:
@@ -173,7 +193,10 @@ class FileState:
             raise self._corrupt(f"does not parse as JSON ({type(exc).__name__})") from exc
 
     def _read_raw(self, fd: int) -> bytes:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise self._corrupt("is not a regular file")
+        size = st.st_size
         if size > _MAX_BYTES:
             raise self._corrupt(f"is {size} bytes, more than this backend stores")
         return os.pread(fd, size, 0) if size else b""
@@ -181,7 +204,9 @@ class FileState:
     def read(self) -> JsonValue:
         """The newest value, without the lock (records are never overwritten while current)."""
         try:
-            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO put at the path must not hang the reader (it is refused).
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open(self._path, flags)
         except FileNotFoundError:
             return None
         try:
@@ -246,14 +271,48 @@ class FileState:
         after = (before[:offset] + record + before[offset + len(record) :])[:size]
         return _Current(value, current.seq + 1, offset, len(record)), after
 
+    def _is_current(self, fd: int) -> bool:
+        """Whether ``fd`` is still the file at the path (not renamed over, nor deleted)."""
+        try:
+            at_path = os.stat(self._path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        held = self._held
+        if held is None or held[:2] != (fd, os.getpid()):
+            st = os.fstat(fd)  # once per descriptor: a new one after a reopen or a fork
+            held = self._held = (fd, os.getpid(), st.st_ino, st.st_dev)
+        return held[2:] == (at_path.st_ino, at_path.st_dev)
+
+    def _acquire(self) -> int:
+        """Take the lock on the file now at the path; its descriptor (release it after).
+
+        A descriptor whose file was replaced from outside is dropped and the path reopened
+        (then locked again): a lock on, or a read of, the old inode would miss the new file.
+        """
+        for _ in range(_REOPENS):
+            if not self._lock.acquire(self._lock_timeout):
+                raise self._lock.timeout_error(
+                    self._lock_timeout, "another process is using this shared state: try again"
+                )
+            try:
+                fd = self._lock.fd()
+                if self._is_current(fd):
+                    return fd
+            except BaseException:
+                self._lock.release()
+                raise
+            self._lock.release()
+            self._lock.close()  # reopened by path at the next acquire
+            self._seen = self._held = None
+        raise self._corrupt(
+            f"was replaced {_REOPENS} times while this process tried to lock it: stop whatever "
+            "keeps replacing it (only the library should write it)"
+        )
+
     def transact(self, fn: Transition[T]) -> T:
-        if not self._lock.acquire(self._lock_timeout):
-            raise self._lock.timeout_error(
-                self._lock_timeout, "another process is using this shared state: try again"
-            )
+        fd = self._acquire()
         pid = os.getpid()
         try:
-            fd = self._lock.fd()
             raw = self._read_raw(fd)
             current = self._parse(raw)
             new, result = fn(current.value, self._clock.time())
@@ -268,6 +327,31 @@ class FileState:
         finally:
             self._lock.release()
 
+    def overwrite(self, value: JsonValue) -> None:
+        """Store ``value`` whatever the file holds now, a damaged file included: the recovery
+        of an owner whose answer to a bad file is a new value, not a deletion (the halt flag).
+
+        The new record goes where no complete record lies, so a crash or a full disk midway
+        leaves the file damaged as before (still an error), never empty.
+
+        Raises:
+            StateCorruptedError: The path is not a regular file (nothing to write over).
+        """
+        fd = self._acquire()
+        try:
+            raw = self._read_raw(fd)
+            try:
+                current = self._parse(raw)
+            except StateCorruptedError:
+                # Nothing valid to keep: write as if a zero-length record ended the file,
+                # numbered above every record header in it (damaged ones never win).
+                top = max((int(m[1], 16) for m in _HEADER.finditer(raw)), default=0)
+                current = _Current(None, top, len(raw), 0)
+            self._seen = None
+            self._write(fd, current, value, len(raw))
+        finally:
+            self._lock.release()
+
     def transact_cached(self, fn: Transition[T], *, dumps: Callable[[Any], bytes]) -> T:
         """:meth:`transact` for a hot path whose own writes dominate (a rate limiter's acquire).
 
@@ -277,13 +361,9 @@ class FileState:
         its own parsed copy of it); and ``dumps`` turns the new value into its JSON text, the
         caller vouching that the text is valid JSON (a base64 string needs no escaping).
         """
-        if not self._lock.acquire(self._lock_timeout):
-            raise self._lock.timeout_error(
-                self._lock_timeout, "another process is using this shared state: try again"
-            )
+        fd = self._acquire()
         pid = os.getpid()
         try:
-            fd = self._lock.fd()
             raw = self._read_raw(fd)
             seen = self._seen
             if seen is not None and seen[1] == raw:
@@ -308,6 +388,7 @@ class FileState:
 
     def close(self) -> None:
         self._lock.close()
+        self._held = None
 
     def __repr__(self) -> str:
         return f"FileState({self._path!r})"

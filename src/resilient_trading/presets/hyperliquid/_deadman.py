@@ -34,9 +34,17 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from resilient_trading._atomic import atomic_replace
+from resilient_trading._classify import classify_response, classify_statuses
 from resilient_trading._clock import SYSTEM_CLOCK, Clock
-from resilient_trading._errors import ResilienceError, StateCorruptedError, TransientError
+from resilient_trading._errors import (
+    ExchangeUnavailableError,
+    OrderGone,
+    ResilienceError,
+    StateCorruptedError,
+    TransientError,
+)
 from resilient_trading._events import AlertEvent, DeadmanEvent, emit, event_text, listening
+from resilient_trading._redact import safe_text
 from resilient_trading._validate import check_number
 from resilient_trading.presets.hyperliquid._address import AddressBudget
 
@@ -390,10 +398,55 @@ def _text(answer: Any) -> str:
 # --- the watchdog process --------------------------------------------------------------------
 
 
+def settle_cancels(answer: Any, count: int) -> int:
+    """Read ``bulk_cancel``'s answer for ``count`` cancels: how many it cancelled.
+
+    An order already gone (filled or cancelled meanwhile: ``Order was never placed, already
+    canceled, or filled.``) is done, not cancelled. Any refusal raises, so the watchdog tries
+    again at its next poll rather than believe the orders are gone.
+
+    Raises:
+        ResilienceError: The exchange refused the action (``{"status": "err", ...}``: the
+            address throttled, a bad signature...), refused an order's cancel, or answered
+            something that does not say what became of every order (classified: a
+            :class:`RateLimitedError`, an :class:`ExchangeUnavailableError`...).
+
+    >>> gone = {"error": "Order was never placed, already canceled, or filled. asset=0"}
+    >>> settle_cancels({"status": "ok", "response": {"type": "cancel",
+    ...     "data": {"statuses": ["success", gone]}}}, 2)
+    1
+    """
+    operation = "watchdog bulk_cancel"
+    refused = classify_response(answer, operation=operation)
+    if refused is not None:
+        raise refused
+    statuses = classify_statuses(answer, operation=operation)
+    if not (isinstance(answer, Mapping) and answer.get("status") == "ok") or statuses is None:
+        raise ExchangeUnavailableError(
+            f"bulk_cancel answered {safe_text(answer, 200)}, not one status per order: "
+            "the watchdog tries again at its next poll",
+            operation=operation,
+        )
+    if len(statuses) != count:
+        raise ExchangeUnavailableError(
+            f"bulk_cancel answered {len(statuses)} statuses for {count} cancels: the "
+            "watchdog tries again at its next poll",
+            operation=operation,
+        )
+    for status in statuses:
+        if status is not None and not isinstance(status, OrderGone):
+            raise status  # an outcome other than "gone" (never seen on a cancel): not done
+    return statuses.count(None)
+
+
 def cancel_open_orders(
     exchange: Any, info: Any, address: str, *, keep_reduce_only: bool = True
 ) -> int:
     """Cancel the open orders of ``address``; the number cancelled (batches of 200).
+
+    Orders already gone when the cancel arrives (filled or cancelled meanwhile) are done and
+    not counted. Any refusal raises (see :func:`settle_cancels`) after the batches before it
+    went out: the next call lists what is still open and cancels that.
 
     With ``keep_reduce_only`` (the default) reduce-only orders stay: a dead bot's stop-loss
     and take-profit can only shrink its position, and cancelling them would leave the position
@@ -407,9 +460,11 @@ def cancel_open_orders(
     else:
         orders = info.open_orders(address)
     requests = [{"coin": o["coin"], "oid": int(o["oid"])} for o in orders]
+    cancelled = 0
     for start in range(0, len(requests), 200):
-        exchange.bulk_cancel(requests[start : start + 200])
-    return len(requests)
+        batch = requests[start : start + 200]
+        cancelled += settle_cancels(exchange.bulk_cancel(batch), len(batch))
+    return cancelled
 
 
 def run_watchdog(
