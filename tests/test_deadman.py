@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -376,3 +377,59 @@ def test_settle_cancels_counts_successes_and_raises_on_any_refusal(kinds: list[s
         settle_cancels({"status": "err", "response": _REFUSED["error"]}, len(kinds))
     with pytest.raises(ResilienceError):
         settle_cancels(None, len(kinds))
+
+
+class _CountingStop(threading.Event):
+    """A stop event that counts the watchdog's polls (its waits between them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.polls = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.polls += 1
+        return super().wait(timeout)
+
+
+def _until(condition: Any, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        threading.Event().wait(0.01)
+
+
+def test_a_damaged_heartbeat_never_kills_the_watchdog_and_the_last_good_one_still_fires(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The heartbeat file is damaged while the watchdog runs: it keeps running, logs the damage
+    once, and still cancels once the last good beat is past its deadline (once per death)."""
+    clock = ManualClock(start=1000.0)
+    fired: list[str] = []
+    stop = _CountingStop()
+    write_heartbeat(str(tmp_path), Heartbeat("0xab", 1, 1000.0, 5.0, "watchdog"))
+
+    def cancel(address: str) -> int:
+        fired.append(address)
+        return 1
+
+    dog = threading.Thread(
+        target=run_watchdog,
+        args=(str(tmp_path),),
+        kwargs={"cancel": cancel, "poll": 0.01, "clock": clock, "stop": stop},
+        daemon=True,
+    )
+    with caplog.at_level(logging.WARNING, logger="resilient_trading"):
+        dog.start()
+        _until(lambda: stop.polls >= 2)  # it has read the good beat
+        (tmp_path / "heartbeat.json").write_text("{not json")
+        seen = stop.polls
+        _until(lambda: stop.polls >= seen + 3)
+        assert fired == [] and dog.is_alive()  # alive: not yet past the deadline
+        clock.advance(10.0)
+        _until(lambda: fired == ["0xab"])
+        seen = stop.polls
+        _until(lambda: stop.polls >= seen + 5)
+        stop.set()
+        dog.join(timeout=5)
+    assert fired == ["0xab"]  # once per death
+    assert caplog.text.count("cannot be read") == 1

@@ -483,8 +483,29 @@ def run_watchdog(
     watched again when a restarted bot beats.
     """
     stop = stop or threading.Event()
+    last_good: Heartbeat | None = None  # a damaged heartbeat counts as the last good one
+    unreadable: str | None = None
     while not stop.is_set():
-        beat = read_heartbeat(state_dir)
+        try:
+            beat = read_heartbeat(state_dir)
+        except (ResilienceError, OSError) as exc:
+            damage = safe_text(exc)
+            if damage != unreadable:  # once per distinct damage, not once per poll
+                log.warning(
+                    "watchdog: the heartbeat in %s cannot be read (%s); watching the last good "
+                    "one: a bot that stops beating is still cancelled after its deadline",
+                    state_dir,
+                    damage,
+                )
+                if listening():
+                    address = "" if last_good is None else last_good.address
+                    emit(DeadmanEvent(kind="watchdog_failed", address=address, message=damage))
+            unreadable = damage
+            beat = last_good
+        else:
+            unreadable = None
+            if beat is not None:
+                last_good = beat
         if beat is not None and beat.stopped:
             log.info("watchdog: the bot at %s stopped cleanly; standing down", state_dir)
             return
@@ -530,7 +551,11 @@ def run_watchdog(
                         )
                     )
                 fired = Heartbeat(**{**asdict(beat), "fired_at": now})
-                current = read_heartbeat(state_dir)
+                last_good = fired  # once per death, even while the file cannot be read
+                try:
+                    current = read_heartbeat(state_dir)
+                except (ResilienceError, OSError):
+                    current = None  # still damaged: the mark lives in memory
                 if current is not None and current.beat_at == beat.beat_at:
                     write_heartbeat(state_dir, fired)  # a new beat since? leave it alone
         if once:
