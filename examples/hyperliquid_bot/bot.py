@@ -5,8 +5,11 @@ Usage::
     HYPERLIQUID_PRIVATE_KEY=0x... python examples/hyperliquid_bot/bot.py \\
         --config examples/hyperliquid_bot/config.toml [--check-config] \\
         [--exchange sim|testnet] [--base-url URL] [--duration SECONDS] [--metrics-port PORT]
+        [--close-position]
 
 (``python -m examples.hyperliquid_bot ...`` from the repository root is the same.)
+``--close-position`` closes the position with one reduce-only IOC and exits (beside a
+running bot on the same state directory: raise the halt first so it makes no new entry).
 
 The trading logic (strategies, sizing, the order lifecycle) reads like trading. The bot talks
 to a :class:`~examples.hyperliquid_bot.venue.Venue` (typed results), implemented over the
@@ -63,7 +66,14 @@ from examples.hyperliquid_bot.state import (
     open_state,
 )
 from examples.hyperliquid_bot.strategies import Candle, Signal, build_strategies
-from examples.hyperliquid_bot.venue import AccountView, OrderRequest, Placed, RestingOrder, Venue
+from examples.hyperliquid_bot.venue import (
+    AccountView,
+    Found,
+    OrderRequest,
+    Placed,
+    RestingOrder,
+    Venue,
+)
 from resilient_trading import (
     CircuitOpenError,
     CriticalError,
@@ -73,7 +83,16 @@ from resilient_trading import (
     TransientError,
 )
 
-__all__ = ["Bot", "Plan", "apply_overrides", "finished", "main", "parse_args", "read_history"]
+__all__ = [
+    "Bot",
+    "Plan",
+    "apply_overrides",
+    "close_once",
+    "finished",
+    "main",
+    "parse_args",
+    "read_history",
+]
 
 log = logging.getLogger("bot")
 
@@ -97,13 +116,15 @@ class Plan:
 
     account: AccountView
     #: What the exchange said of our live orders, by cloid.
-    updates: dict[str, tuple[OrderStatus, int | None]]
+    updates: dict[str, Found]
     #: Every order of the state with the updates applied.
     orders: dict[str, Order]
     #: Exits left open with no position to protect: cancel them.
     orphans: list[str]
     #: The position has no working stop: this reduce-only stop re-arms it.
     rearm: OrderRequest | None = None
+    #: Our stops too small for the position: cancelled once :attr:`rearm` is working.
+    replaced: list[str] = dataclasses.field(default_factory=list)
     #: An entry with its take-profit and stop-loss (one grouped action).
     entry: list[OrderRequest] = dataclasses.field(default_factory=list)
     strategy: str = ""
@@ -240,26 +261,32 @@ class Bot:
         A ``pending`` order is one whose intent was saved but whose answer we never saw (a
         crash or a lost response): it is looked up by its cloid and adopted as the exchange
         knows it, or marked ``never_placed``. Nothing is ever sent twice. Live orders are
-        looked up by cloid (weight 2 each); the open-orders listing (weight 20) is read only
-        when the position has no stop we know to be working: it shows a stop the bot did not
-        place, or one a lagging lookup missed, before a new one is armed.
+        looked up by cloid (weight 2 each, from the stream's cache when it is live).
+        Protection is judged on what the exchange holds: whenever the account was read afresh
+        (a fill, a write of the bot's, a resync, a gap: when a stop can have shrunk with its
+        position) the position's stops are looked up over REST with their size there. The
+        open-orders listing (weight 20) is read only when the position has no stop we know
+        to cover it: it shows a stop the bot did not place, or one a lagging lookup missed,
+        before a new one is armed (and our too-small ones are cancelled once it works).
         """
         coin = self.config.coin
         account = self.venue.account(coin)
         state = self.store.read()
-        updates: dict[str, tuple[OrderStatus, int | None]] = {}
-        for cloid in state.live_orders():
-            found = self.venue.order_status(cloid)
-            updates[cloid] = (found.status, found.oid)
-        position = carry_stop(state.position, account.position)
+        recheck = account.fresh and not account.position.flat
+        updates: dict[str, Found] = {}
+        for cloid, order in state.live_orders().items():
+            updates[cloid] = self.venue.order_status(cloid, fresh=recheck and order.kind == "sl")
+        stored = state.position
+        if stored.flat and _entry_failed(state.orders, updates):
+            stored = stored.model_copy(update={"stop_px": None})  # its entry never filled
+        position = carry_stop(stored, account.position)
         orders = _apply(state.orders, updates)
         listing: list[RestingOrder] = []
         if not is_protected(position, coin, listing, orders):
             listing = self.venue.open_orders()
             for resting in listing:
-                known = orders.get(resting.cloid or "")
-                if known is not None and known.status != "open":
-                    updates[resting.cloid or ""] = ("open", resting.oid)  # the lookup lagged
+                if resting.cloid in orders:  # a lagging lookup; the size the exchange holds
+                    updates[resting.cloid] = Found("open", resting.oid, resting.size)
             orders = _apply(state.orders, updates)
         account = dataclasses.replace(account, position=position)
         plan = Plan(account, updates, orders, orphans=[], last_candle=state.last_candle)
@@ -267,6 +294,11 @@ class Bot:
             plan.orphans = orphan_exits(orders)
         elif not is_protected(position, coin, listing, orders):
             plan.rearm = self._stop_for(position)
+            plan.replaced = [
+                cloid
+                for cloid, order in orders.items()
+                if order.kind == "sl" and order.status == "open" and order.coin == coin
+            ]
         return plan
 
     def _stop_for(self, position: Position) -> OrderRequest:
@@ -360,9 +392,9 @@ class Bot:
         now = int(self.clock() * 1000)
         with self.store.transaction() as state:
             orders = dict(state.orders)
-            for cloid, (status, oid) in plan.updates.items():
+            for cloid, found in plan.updates.items():
                 if cloid in orders:
-                    orders[cloid] = orders[cloid].settled(status, oid)
+                    orders[cloid] = orders[cloid].settled(found.status, found.oid, found.size)
             for request in plan.intents():
                 orders[request.cloid] = _intent(request, plan.strategy, now)
             state.orders = orders
@@ -415,6 +447,10 @@ class Bot:
                 self.count(stops_rearmed=1, orders_placed=1)
                 results[stop.cloid] = self.venue.reduce(stop)
                 _log_placed(stop, results[stop.cloid])
+                if results[stop.cloid].status == "open":
+                    for cloid in plan.replaced:  # too small: the new stop covers it all
+                        self.venue.cancel(coin, cloid)
+                        results[cloid] = Placed(cloid, "canceled")
             if plan.entry:
                 self.count(orders_placed=len(plan.entry))
                 for request, placed in zip(plan.entry, self.venue.enter(plan.entry), strict=True):
@@ -425,6 +461,8 @@ class Bot:
 
     def _commit_results(self, results: dict[str, Placed]) -> None:
         with self.store.transaction() as state:
+            if state.position.flat and _entry_failed(state.orders, results):
+                state.position = state.position.model_copy(update={"stop_px": None})
             orders = dict(state.orders)
             for cloid, placed in results.items():
                 if cloid in orders:
@@ -565,10 +603,26 @@ def read_history(history: Journal) -> dict[str, Order]:
     return orders
 
 
-def _apply(
-    orders: dict[str, Order], updates: dict[str, tuple[OrderStatus, int | None]]
-) -> dict[str, Order]:
-    return {c: o.settled(*updates[c]) if c in updates else o for c, o in orders.items()}
+def _apply(orders: dict[str, Order], updates: dict[str, Found]) -> dict[str, Order]:
+    return {
+        c: o.settled(updates[c].status, updates[c].oid, updates[c].size) if c in updates else o
+        for c, o in orders.items()
+    }
+
+
+#: What an entry that will never fill ends as.
+_NOT_FILLED: frozenset[OrderStatus] = frozenset(
+    {"unfilled", "rejected", "canceled", "never_placed"}
+)
+
+
+def _entry_failed(orders: dict[str, Order], found: dict[str, Found] | dict[str, Placed]) -> bool:
+    """An entry among ``found`` ended without filling: the stop saved with its intent (on the
+    flat position) belongs to no position, and must not be given to a later one."""
+    return any(
+        cloid in orders and orders[cloid].kind == "entry" and result.status in _NOT_FILLED
+        for cloid, result in found.items()
+    )
 
 
 def _intent(request: OrderRequest, strategy: str, t: int) -> Order:
@@ -622,6 +676,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--log-file", help="also log to this file")
     parser.add_argument(
+        "--close-position",
+        action="store_true",
+        help="close the position with one reduce-only IOC and exit (0: flat), beside a "
+        "running bot too; raise the halt first so that it makes no new entry",
+    )
+    parser.add_argument(
         "--halt-dir",
         help="the fleet's halt flag directory (`resilient-trading halt --state-dir DIR`); "
         "default: the state directory",
@@ -669,6 +729,30 @@ def apply_overrides(config: BotConfig, args: argparse.Namespace) -> BotConfig:
             "metrics": {**config.metrics.model_dump(), **metrics},
         }
     )
+
+
+def close_once(connect: Callable[[], Venue], config: BotConfig, state_dir: Path) -> int:
+    """The operator's ``--close-position``: one reduce-only IOC for the whole position, its
+    intent and result in the bot's state (a running bot adopts it). 0 when flat after it."""
+    venue: Venue | None = None
+    bot: Bot | None = None
+    try:
+        venue = connect()
+        bot = Bot(config, venue, state_dir)
+        placed = bot.close_position()
+        flat = venue.account(config.coin).position.flat
+    except ResilienceError as exc:
+        print(f"close failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if bot is not None:
+            bot.close()
+        close = getattr(venue, "close", None)
+        if callable(close):
+            close()
+    outcome = "already flat" if placed is None else placed.status
+    print(json.dumps({"close": outcome, "flat": flat}))
+    return 0 if flat else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -722,6 +806,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from examples.hyperliquid_bot.exchange import Gateway
 
+    if args.close_position:
+        return close_once(
+            lambda: Gateway.connect(config, key, base_url, state_dir), config, state_dir
+        )
     gateways: list[Gateway] = []
 
     def connect() -> Venue:

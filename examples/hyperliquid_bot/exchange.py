@@ -7,10 +7,12 @@ Hyperliquid's weights, one :class:`~resilient_trading.RetryPolicy` and two persi
 ``hl.wrap_exchange``):
 
 - ``exchange`` guards entries, the only calls that open risk;
-- ``protect`` guards reads, cancels and reduce-only orders, which a careful bot keeps sending
-  while entries are refused. A latch on ``exchange`` (a critical error on an entry) stops new
-  entries and nothing else; entries also wait while ``protect`` is open (the exchange itself
-  is struggling).
+- ``protect`` counts reads, cancels and reduce-only orders, but never refuses them
+  (:class:`ProtectGuard`): protection must not depend on a breaker. Its failures open it (the
+  exchange itself is struggling) and one critical error latches it, and either stops new
+  entries; while it is open or latched the protective calls still go out, rate-limited,
+  retried and classified, so a position found without a stop gets one. A latch on
+  ``exchange`` (a critical error on an entry) stops new entries and nothing else.
 
 Both wrappers share one :class:`~resilient_trading.presets.hyperliquid.AddressBudget`
 (``address.json``): every action is counted and ordinary ones paced to last
@@ -27,11 +29,12 @@ that did not match or a cancel that raced a fill is an outcome, not a failure.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_account import Account
 
@@ -51,7 +54,9 @@ from examples.hyperliquid_bot.venue import (
 from resilient_trading import CircuitBreaker, CircuitOpenError, RateLimiter, RetryPolicy
 from resilient_trading.presets import hyperliquid as hl
 
-__all__ = ["INTERVAL_MS", "Gateway"]
+__all__ = ["INTERVAL_MS", "Gateway", "ProtectGuard"]
+
+T = TypeVar("T")
 
 INTERVAL_MS = {
     "1m": 60_000,
@@ -140,6 +145,55 @@ def _actions(status: hl.AddressStatus) -> str:
     return f"{status.used}/{status.cap} runway={runway}{throttled}"
 
 
+class ProtectGuard:
+    """The ``protect`` breaker's counting without its refusal (a ``BreakerLike``).
+
+    While ``breaker`` admits a call (closed, or the half-open trial), the call runs inside it:
+    a run of transient failures opens it, one critical error latches it, and either stops new
+    entries (:meth:`Gateway.entries_blocked`). While it refuses (open or latched), the call
+    goes out anyway, outside it: the client around this guard still charges the rate limiter,
+    retries transient failures and raises typed errors, so the bot keeps looking at its
+    position, re-arming its stop, cancelling orphans and closing, and an operator still has to
+    reset a latch before entries resume. ``bypassed`` counts the calls that went out that way.
+    """
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+        self.bypassed = 0
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        ran = False
+
+        def run() -> T:
+            nonlocal ran
+            ran = True
+            return fn(*args, **kwargs)
+
+        try:
+            return self.breaker.call(run)
+        except CircuitOpenError:
+            if ran:  # raised by the call itself, not the breaker's refusal
+                raise
+        self.bypassed += 1
+        return fn(*args, **kwargs)
+
+    async def call_async(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        ran = False
+
+        async def run() -> T:
+            nonlocal ran
+            ran = True
+            return await fn(*args, **kwargs)
+
+        try:
+            return await self.breaker.call_async(run)
+        except CircuitOpenError:
+            if ran:
+                raise
+        self.bypassed += 1
+        return await fn(*args, **kwargs)
+
+
 class Gateway:
     """The exchange as the bot sees it (a :class:`Venue`): every method resilient."""
 
@@ -176,8 +230,9 @@ class Gateway:
     def connect(cls, config: BotConfig, key: str, base_url: str, state_dir: Path) -> Gateway:
         """Build the resilient SDK clients; the key is used for the wallet and forgotten.
 
-        Connecting retries transient trouble (the retry policy) inside the ``protect``
-        breaker; an open breaker raises :class:`~resilient_trading.CircuitOpenError`.
+        Connecting retries transient trouble (the retry policy), counted by the ``protect``
+        breaker but never refused by it (:class:`ProtectGuard`): a bot restarted with
+        ``protect`` latched still connects, and protects what it holds.
         """
         ex_cfg = config.exchange
         limiter = RateLimiter(
@@ -211,8 +266,9 @@ class Gateway:
         wallet = Account.from_key(key)
         timeout = ex_cfg.request_timeout
         pause = ex_cfg.pause_after_429
-        raw_info = protect.call(retry.call, hl.make_info, base_url, limiter, timeout=timeout)
-        info = hl.wrap_info(raw_info, limiter, breaker=protect, retry=retry, default_pause=pause)
+        guard = ProtectGuard(protect)
+        raw_info = guard.call(retry.call, hl.make_info, base_url, limiter, timeout=timeout)
+        info = hl.wrap_info(raw_info, limiter, breaker=guard, retry=retry, default_pause=pause)
         meta = info.meta()
         spot_meta = info.spot_meta()
         raw_exchange = hl.make_exchange(
@@ -227,11 +283,11 @@ class Gateway:
             state_path=state_dir / "address.json",
         )
 
-        def wrap(guard: CircuitBreaker) -> hl.SafeExchange:
+        def wrap(breaker: CircuitBreaker | ProtectGuard) -> hl.SafeExchange:
             return hl.wrap_exchange(
                 raw_exchange,
                 limiter,
-                breaker=guard,
+                breaker=breaker,
                 retry=retry,
                 default_pause=pause,
                 address_budget=address_budget,
@@ -262,7 +318,7 @@ class Gateway:
             address=wallet.address,
             info=info,
             entries=wrap(breaker),
-            reducer=wrap(protect),
+            reducer=wrap(guard),
             limiter=limiter,
             breaker=breaker,
             protect_breaker=protect,
@@ -296,7 +352,7 @@ class Gateway:
         if self.stream is not None:
             self.stream.account_read()  # before the read: a fill during it marks it stale
         view = self._read_account(coin)
-        self._account = view
+        self._account = dataclasses.replace(view, fresh=False)  # served from the cache next
         return view
 
     def _read_account(self, coin: str) -> AccountView:
@@ -352,17 +408,26 @@ class Gateway:
             self.last_candle_ms = int(raw[-1]["t"])
         return [Candle.from_hyperliquid(c) for c in raw[-lookback:]]
 
-    def order_status(self, cloid: str) -> Found:
-        """What the exchange knows of ``cloid``: ``never_placed`` when it knows nothing."""
+    def order_status(self, cloid: str, *, fresh: bool = False) -> Found:
+        """What the exchange knows of ``cloid``: ``never_placed`` when it knows nothing.
+
+        From the stream's cache while it is live, unless ``fresh``: then over REST
+        (``orderStatus``, weight 2), with the order's size left on the exchange.
+        """
         stream = self._streaming()
-        known = None if stream is None else stream.order(cloid)
+        known = None if stream is None or fresh else stream.order(cloid)
         if known is not None:
             return Found(*known)
         answer = self.info.query_order_by_cloid(self.address, _cloid(cloid))
         if answer.get("status") != "order":
             return Found("never_placed")
         order = answer["order"]
-        found = Found(status_from_exchange(str(order["status"])), int(order["order"]["oid"]))
+        size = order["order"].get("sz")
+        found = Found(
+            status_from_exchange(str(order["status"])),
+            int(order["order"]["oid"]),
+            None if size is None else float(size),
+        )
         if stream is not None and found.oid is not None:
             stream.remember(cloid, found.status, found.oid)  # its changes come on the stream
         return found

@@ -1,14 +1,16 @@
 """Positions always protected: the rules, as plain functions (no I/O).
 
 - A position is protected by a *working stop*: a reduce-only stop trigger on the closing side
-  that covers the whole size (:func:`is_protected`).
+  that covers the whole size (:func:`is_protected`), by the size the exchange holds (a grouped
+  stop shrinks with its position; the bot's stored size is updated from the exchange).
 - A position without one gets a stop at once (:func:`stop_price`): at the stop the bot chose
   when it entered, or, for a position it did not open, ``fallback`` (a fraction) away from the
   entry price.
 - Exits (take-profits, stops) left open with no position have nothing to protect
   (:func:`orphan_exits`): cancel them.
 - The stop the bot chose belongs to one position: it is kept while the exchange shows the same
-  position (same side), forgotten when it closes or flips (:func:`carry_stop`).
+  position (same side), forgotten when it closes or flips, or when the entry it was chosen for
+  ends without filling (:func:`carry_stop`, and the bot's commits).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ def is_protected(
     orders: Mapping[str, Order],
 ) -> bool:
     """The position is flat, or a working stop covers it: one listed by the exchange, or one of
-    ours found open by its cloid although the listing did not show it yet."""
+    ours found open by its cloid although the listing did not show it yet (its size as the
+    exchange last said, see :meth:`~examples.hyperliquid_bot.state.Order.settled`)."""
     if position.flat:
         return True
     if any(o.protects(position, coin) for o in listing):

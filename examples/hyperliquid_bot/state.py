@@ -89,11 +89,14 @@ class Order(_Record):
         """The order may still trade (``pending`` or ``open``)."""
         return self.status in LIVE
 
-    def settled(self, status: OrderStatus, oid: int | None) -> Order:
-        """This order with what the exchange said of it (a known oid is kept)."""
-        return self.model_copy(
-            update={"status": status, "oid": oid if oid is not None else self.oid}
-        )
+    def settled(self, status: OrderStatus, oid: int | None, size: float | None = None) -> Order:
+        """This order with what the exchange said of it (a known oid is kept): its status, and
+        the size it has left there when the exchange said so (a stop that shrank with its
+        position protects only what is left of it)."""
+        update: dict[str, object] = {"status": status, "oid": oid if oid is not None else self.oid}
+        if size is not None and size > 0 and status == "open":
+            update["size"] = size
+        return self.model_copy(update=update)
 
 
 class Position(_Record):

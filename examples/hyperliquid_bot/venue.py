@@ -55,10 +55,13 @@ class Placed:
 
 @dataclass(frozen=True)
 class Found:
-    """What the exchange knows of one cloid (``never_placed`` when nothing)."""
+    """What the exchange knows of one cloid (``never_placed`` when nothing). ``size`` is what
+    is left of it on the exchange, when the answer says (a grouped stop shrinks with its
+    position: the size the bot asked for is not the size that protects)."""
 
     status: OrderStatus
     oid: int | None = None
+    size: float | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,10 @@ class RestingOrder:
 class AccountView:
     position: Position
     equity: float
+    #: Read from the exchange just now (``False``: a cached view, the stream reporting no
+    #: fill since). A stop shrinks only with its position: its size is looked up again when
+    #: the view is fresh (after a fill, a write of the bot's, a resync, a gap).
+    fresh: bool = True
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,10 @@ class Venue(Protocol):
 
     def open_orders(self) -> list[RestingOrder]: ...
 
-    def order_status(self, cloid: str) -> Found: ...
+    def order_status(self, cloid: str, *, fresh: bool = False) -> Found:
+        """What the exchange knows of ``cloid``; ``fresh``: ask the exchange itself, not a
+        cache (a stream), and say the order's size (a stop, whenever the account is fresh)."""
+        ...
 
     def mid(self, coin: str) -> float: ...
 

@@ -2,8 +2,10 @@
 
 The fake (:class:`FakeVenue`) implements the bot's ``Venue`` protocol with a tiny market:
 IOC entries and closes fill at the mid, take-profits and stop-losses rest until the price
-crosses them. Faults are armed per write: the answer lost after the exchange applied it, a
-refusal before it, the stop of a grouped entry refused, or a crash (the bot process dies
+crosses them; an order's size on the exchange may shrink behind the bot's back (a grouped stop
+shrinks with its position) and is said only by a ``fresh`` lookup and the listing. Faults are
+armed per write: the answer lost after the exchange applied it, a refusal before it, the stop
+of a grouped entry refused, an entry that finds no match, or a crash (the bot process dies
 before or after the exchange applied the write; a new bot starts on the same state file).
 The state is the real :class:`~resilient_trading.TypedStore` in a temporary directory.
 """
@@ -25,6 +27,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from examples.hyperliquid_bot.bot import Bot, finished, read_history
 from examples.hyperliquid_bot.config import BotConfig
+from examples.hyperliquid_bot.protection import is_protected
 from examples.hyperliquid_bot.state import (
     SCHEMA_VERSION,
     BotState,
@@ -60,6 +63,11 @@ class FakeOrder:
     request: OrderRequest
     oid: int
     status: str = "open"
+    #: What is left of it on the exchange (the requested size unless shrunk).
+    size: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.size = self.size or self.request.size
 
 
 class FakeVenue:
@@ -100,10 +108,12 @@ class FakeVenue:
             # A sell stop fires at or below its trigger, a sell take-profit at or above.
             below = (r.kind == "sl") != r.is_buy
             if (price <= r.px) if below else (price >= r.px):
-                filled = self._fill(r.is_buy, r.size, reduce_only=True)
+                filled = self._fill(r.is_buy, order.size, reduce_only=True)
                 order.status = "filled" if filled else "canceled"
 
-    def _apply(self, request: OrderRequest, *, refuse: bool = False) -> Placed:
+    def _apply(
+        self, request: OrderRequest, *, refuse: bool = False, unmatched: bool = False
+    ) -> Placed:
         self.sent[request.cloid] += 1
         if request.cloid in self.orders:
             return Placed(request.cloid, "rejected", error="Duplicate cloid")
@@ -113,10 +123,14 @@ class FakeVenue:
         self.orders[request.cloid] = order
         if refuse:
             order.status = "rejected"
+        elif unmatched and request.kind in ("tp", "sl"):
+            order.status = "canceled"  # a grouped exit goes with its entry
         elif request.kind in ("entry", "close"):
             marketable = request.px >= self.price if request.is_buy else request.px <= self.price
-            filled = marketable and self._fill(
-                request.is_buy, request.size, reduce_only=request.reduce_only
+            filled = (
+                marketable
+                and not unmatched
+                and self._fill(request.is_buy, request.size, reduce_only=request.reduce_only)
             )
             order.status = "filled" if filled else "unfilled"
         return Placed(request.cloid, order.status, oid)  # type: ignore[arg-type]
@@ -128,7 +142,11 @@ class FakeVenue:
         if fault == "crash_before":
             raise Crash
         refuse_stop = fault == "stop_refused"
-        placed = [self._apply(r, refuse=refuse_stop and r.kind == "sl") for r in requests]
+        unmatched = fault == "unfilled"  # the entry's IOC finds no match, its exits go too
+        placed = [
+            self._apply(r, refuse=refuse_stop and r.kind == "sl", unmatched=unmatched)
+            for r in requests
+        ]
         if fault == "lost":
             raise ExchangeUnavailableError("answer lost after retries", operation="order")
         if fault == "crash_after":
@@ -147,7 +165,7 @@ class FakeVenue:
                 oid=o.oid,
                 cloid=cloid,
                 is_buy=o.request.is_buy,
-                size=o.request.size,
+                size=o.size,
                 reduce_only=o.request.reduce_only,
                 is_stop=o.request.kind == "sl",
             )
@@ -155,11 +173,12 @@ class FakeVenue:
             if o.status == "open"
         ]
 
-    def order_status(self, cloid: str) -> Found:
+    def order_status(self, cloid: str, *, fresh: bool = False) -> Found:
+        """Like the gateway: the size only when ``fresh`` (the stream's cache has none)."""
         order = self.orders.get(cloid)
         if order is None:
             return Found("never_placed")
-        return Found(order.status, order.oid)  # type: ignore[arg-type]
+        return Found(order.status, order.oid, order.size if fresh else None)  # type: ignore[arg-type]
 
     def mid(self, coin: str) -> float:
         return self.price
@@ -222,8 +241,7 @@ class FakeVenue:
     def protected(self) -> bool:
         needed = abs(self.szi)
         return needed == 0 or any(
-            o.request.is_buy == (self.szi < 0) and o.request.size >= needed - 1e-12
-            for o in self.stops()
+            o.request.is_buy == (self.szi < 0) and o.size >= needed - 1e-12 for o in self.stops()
         )
 
 
@@ -318,6 +336,60 @@ def test_a_refused_stop_is_rearmed_by_the_next_reconcile(tmp_path: Path) -> None
     assert stop.request.px == pytest.approx(98.0)  # the entry's own stop, not a fallback
     assert bot.store.read().counters.stops_rearmed == 1
     state_agrees(bot, venue)
+
+
+def test_a_stop_shrunk_on_the_exchange_is_replaced_by_one_for_the_whole_position(
+    tmp_path: Path,
+) -> None:
+    """The size the bot asked for is not what protects: the exchange's is (issue #15, D1)."""
+    venue = FakeVenue()
+    bot = make_bot(venue, tmp_path)
+    bot.start()
+    bot.step()
+    (small,) = venue.stops()
+    small.size = round(venue.szi / 2, 3)  # shrunk with the position, which then grew back
+    assert not venue.protected()
+    bot.reconcile()
+    assert venue.protected()
+    (stop,) = venue.stops()  # replaced: the small one is cancelled, not left beside it
+    assert stop.size == pytest.approx(venue.szi) and small.status == "canceled"
+    assert stop.request.px == pytest.approx(98.0)  # at the entry's own stop
+    assert bot.store.read().counters.stops_rearmed == 1
+    state_agrees(bot, venue)
+
+
+def test_the_stop_of_an_entry_that_did_not_fill_is_not_given_to_a_later_position(
+    tmp_path: Path,
+) -> None:
+    """Issue #15 nit 8: the stop saved with an entry's intent belongs to that entry only."""
+    venue = FakeVenue()
+    bot = make_bot(venue, tmp_path)
+    bot.start()
+    venue.faults.append("unfilled")
+    bot.step()
+    assert venue.szi == 0 and bot.store.read().position.stop_px is None
+    venue.szi, venue.entry_px = 1.0, 100.0  # a position opened by hand
+    bot.reconcile()
+    (stop,) = venue.stops()
+    assert stop.request.px == pytest.approx(97.0)  # the fallback stop, not the entry's 98
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    szi=st.floats(min_value=0.001, max_value=50.0).map(lambda x: round(x, 3)),
+    asked=st.floats(min_value=0.001, max_value=50.0).map(lambda x: round(x, 3)),
+    held=st.none() | st.floats(min_value=0.001, max_value=50.0).map(lambda x: round(x, 3)),
+    short=st.booleans(),
+)
+def test_a_stop_protects_by_the_size_the_exchange_holds(
+    szi: float, asked: float, held: float | None, short: bool
+) -> None:
+    position = Position(szi=-szi if short else szi, entry_px=100.0)
+    stop = Order(coin="BTC", kind="sl", is_buy=short, size=asked, px=90.0, status="open")
+    seen = stop.settled("open", 7, held)
+    assert seen.size == (asked if held is None else held)
+    assert is_protected(position, "BTC", [], {"c": seen}) == (seen.size >= szi - 1e-12)
+    assert stop.settled("filled", 7, held).size == asked  # only a working order's size
 
 
 def test_a_position_found_without_a_stop_gets_the_fallback_stop(tmp_path: Path) -> None:
@@ -736,7 +808,11 @@ class BotUnderFaults(RuleBasedStateMachine):
     def step(self) -> None:
         self._run(self.bot.start if not self.bot.started else self.bot.step)
 
-    @rule(fault=st.sampled_from(["lost", "refused", "stop_refused", "crash_before", "crash_after"]))
+    @rule(
+        fault=st.sampled_from(
+            ["lost", "refused", "stop_refused", "unfilled", "crash_before", "crash_after"]
+        )
+    )
     def arm(self, fault: str) -> None:
         self.venue.faults.append(fault)
 
@@ -762,6 +838,12 @@ class BotUnderFaults(RuleBasedStateMachine):
     def stop_cancelled_by_hand(self) -> None:
         for order in self.venue.stops():
             order.status = "canceled"
+
+    @precondition(lambda self: self.venue.szi != 0)
+    @rule()
+    def stop_shrunk_behind_the_bots_back(self) -> None:
+        for order in self.venue.stops():
+            order.size = max(0.001, round(order.size / 2, 3))
 
     @invariant()
     def nothing_is_ever_sent_twice(self) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -11,12 +15,22 @@ from typing import Any
 
 import eth_account
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from examples.hyperliquid_bot.bot import Bot, read_history
 from examples.hyperliquid_bot.config import load_config
-from examples.hyperliquid_bot.exchange import Gateway
+from examples.hyperliquid_bot.exchange import Gateway, ProtectGuard
 from examples.hyperliquid_bot.strategies import Candle, Signal
-from resilient_trading import AuthenticationError, CircuitOpenError, RateLimiter, TransientError
+from resilient_trading import (
+    AuthenticationError,
+    CircuitBreaker,
+    CircuitOpenError,
+    ManualClock,
+    RateLimiter,
+    TransientError,
+)
 from resilient_trading.presets import hyperliquid as hl
 from resilient_trading.testing import FaultConfig, Simulator
 
@@ -229,3 +243,182 @@ def test_latched_breaker_refuses_entries_while_cancels_and_closes_go_out(tmp_pat
         assert gw.account("BTC").position.flat
         with pytest.raises(CircuitOpenError):  # and the venue itself refuses one
             gw.enter([])
+
+
+# --- issue #15: protection judged on the exchange, never stopped by a breaker -----------------
+
+
+def enter_long(bot: Bot, gw: Gateway) -> float:
+    """Step the bot (always long) until its grouped entry fills; the position's size."""
+    bot.strategies = [AlwaysLong()]  # type: ignore[list-item]
+    bot.start()
+    deadline = time.monotonic() + 30
+    while gw.account("BTC").position.flat and time.monotonic() < deadline:
+        bot.step()
+    szi = gw.account("BTC").position.szi
+    assert szi > 0
+    return szi
+
+
+@pytest.mark.timeout(90)
+def test_a_stop_the_exchange_shrank_is_replaced_by_one_covering_the_position(
+    tmp_path: Path,
+) -> None:
+    """D1: half the position closed by hand (the exchange shrinks the grouped stop to fit),
+    then bought back: the reconcile after these fills looks the stop up with its size on the
+    exchange, arms one stop for the whole position and cancels the small one."""
+    wallet = eth_account.Account.create()
+    with Simulator(seed=3, speed=60, accounts={wallet.address: 10_000.0}) as sim:
+        gw = connect(sim, wallet, tmp_path)
+        bot = Bot(load_config(CONFIG), gw, tmp_path)
+        szi = enter_long(bot, gw)
+        raw = hl.make_exchange(wallet, sim.base_url, RateLimiter(hl.rest_limit()))
+        half = round(szi / 2, 5)
+        raw.market_close("BTC", sz=half)
+        (small,) = stops(gw, szi)
+        assert float(small["sz"]) < szi  # the exchange shrank it
+        raw.market_open("BTC", True, half)
+        szi = gw._read_account("BTC").position.szi
+        deadline = time.monotonic() + 10
+        while not any(float(o["sz"]) >= szi for o in stops(gw, szi)):
+            assert time.monotonic() < deadline, "half the position stayed without a stop"
+            bot.reconcile()  # the first one after the stream reports the fills
+        (stop,) = stops(gw, szi)
+        assert float(stop["sz"]) == pytest.approx(szi)
+        state = bot.store.read()
+        assert state.counters.stops_rearmed == 1
+        assert state.position.stop_px is not None
+        assert float(stop["triggerPx"]) == pytest.approx(state.position.stop_px)
+        assert sim.snapshot()["duplicate_cloids"] == 0
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("trouble", ["latched", "open"])
+def test_a_position_without_a_stop_gets_one_while_protect_is_latched_or_open(
+    tmp_path: Path, trouble: str
+) -> None:
+    """D2: the ``protect`` breaker latched (one critical error) or open (a run of transient
+    failures, its reset timeout not over): the next reconcile still reads the position, arms
+    its stop, and a reduce-only close still goes out; entries stay refused, the latch stays."""
+    wallet = eth_account.Account.create()
+    config = load_config(CONFIG)
+    with Simulator(seed=4, speed=60, accounts={wallet.address: 10_000.0}) as sim:
+        gw = connect(sim, wallet, tmp_path)
+        szi = open_by_hand(gw, wallet, sim.base_url, 0.01)
+
+        def failing() -> None:
+            if trouble == "latched":
+                raise AuthenticationError("the key was revoked (test)")
+            raise TransientError("503 (test)")
+
+        for _ in range(1 if trouble == "latched" else config.exchange.breaker_fail_max):
+            with pytest.raises((AuthenticationError, TransientError)):
+                gw.protect_breaker.call(failing)
+        snap = gw.protect_breaker.snapshot()
+        assert str(snap.state) == "open" and snap.latched == (trouble == "latched")
+        bot = Bot(config, gw, tmp_path)
+        bot.reconcile()  # the next reconcile, before any reset timeout
+        (stop,) = stops(gw, szi)
+        assert float(stop["sz"]) == pytest.approx(szi)
+        assert bot.store.read().counters.stops_rearmed == 1
+        assert gw.entries_blocked() is not None  # entries still wait
+        placed = bot.close_position()
+        assert placed is not None and placed.status == "filled"
+        assert gw.account("BTC").position.flat
+        if trouble == "latched":
+            assert gw.protect_breaker.latched  # only an operator's reset lifts it
+
+
+@pytest.mark.timeout(90)
+def test_the_operator_closes_the_position_of_a_running_bot(tmp_path: Path) -> None:
+    """Nit 7: ``--close-position`` (its own process, the running bot's state directory) sends
+    one reduce-only IOC for the whole position and exits 0; the running bot adopts the close
+    and cancels the stop left with nothing to protect."""
+    wallet = eth_account.Account.create()
+    with Simulator(seed=3, speed=60, accounts={wallet.address: 10_000.0}) as sim:
+        gw = connect(sim, wallet, tmp_path)
+        running = Bot(load_config(CONFIG), gw, tmp_path)
+        szi = open_by_hand(gw, wallet, sim.base_url, 0.01)
+        running.start()
+        assert stops(gw, szi)
+        command = ["--config", str(CONFIG), "--state-dir", str(tmp_path)]
+        command += ["--base-url", sim.base_url, "--close-position"]
+        done = subprocess.run(
+            [sys.executable, "-m", "examples.hyperliquid_bot", *command],
+            cwd=ROOT,
+            env={**os.environ, "HYPERLIQUID_PRIVATE_KEY": wallet.key.hex()},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.splitlines()[-1]) == {"close": "filled", "flat": True}
+        assert gw._read_account("BTC").position.flat
+        running.reconcile()
+        assert not gw.open_orders()  # the orphan stop is cancelled
+        kinds = {o.kind: o.status for o in read_history(running.history).values()}
+        assert kinds == {"close": "filled", "sl": "canceled"}
+        running.close()
+
+
+class ProtectGuardMachine(RuleBasedStateMachine):
+    """``ProtectGuard`` over a real breaker (per-process state, a manual clock): whatever the
+    breaker's state, every call runs exactly once and its own outcome comes back (never a
+    refusal); a critical error seen while the breaker admits latches it until a reset, and a
+    latch or an open breaker keeps blocking entries as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock(1000.0)
+        self.breaker = CircuitBreaker(fail_max=2, reset_timeout=5.0, clock=self.clock)
+        self.guard = ProtectGuard(self.breaker)
+        self.ran = 0
+        self.calls = 0
+        self.latched = False
+
+    def _call(self, outcome: str) -> None:
+        def fn() -> str:
+            self.ran += 1
+            if outcome == "critical":
+                raise AuthenticationError("revoked (test)")
+            if outcome == "transient":
+                raise TransientError("503 (test)")
+            return "ok"
+
+        was_refusing = self.breaker.latched or str(self.breaker.state) == "open"
+        self.calls += 1
+        if outcome == "ok":
+            assert self.guard.call(fn) == "ok"
+        else:
+            with pytest.raises(AuthenticationError if outcome == "critical" else TransientError):
+                self.guard.call(fn)
+        if outcome == "critical" and not was_refusing:
+            self.latched = True
+
+    @rule(outcome=st.sampled_from(["ok", "transient", "critical"]))
+    def call(self, outcome: str) -> None:
+        self._call(outcome)
+
+    @rule(seconds=st.floats(min_value=0.0, max_value=10.0))
+    def wait(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @rule()
+    def operator_reset(self) -> None:
+        self.breaker.reset()
+        self.latched = False
+
+    @invariant()
+    def every_call_ran_once(self) -> None:
+        assert self.ran == self.calls
+
+    @invariant()
+    def a_critical_error_latches_until_a_reset(self) -> None:
+        if self.latched:
+            assert self.breaker.latched
+
+
+ProtectGuardMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=25, deadline=None
+)
+test_protect_guard = ProtectGuardMachine.TestCase
