@@ -33,7 +33,11 @@ seconds, at least two windows and a minute after anything stored.
 A header written by the previous layout (MessagePack, ``v = 4``) is read and converted on the
 first call. A header that is not one, or a log that is not what the header says (deleted,
 evicted: noticed when it is next appended to or read), is repaired conservatively: the budget
-counts as spent for one window.
+counts as spent for one window. So is a missing header when the caller says it wrote the
+budget lately (Redis restarted empty, ``FLUSHDB``, the key deleted): every key outlives the
+last write by two windows and a minute, so only a loss explains it; it stays paused at least
+2.5 s, so sharers on their local share (backoff up to 2 s) merge before anyone admits. A
+status read never writes: it repairs and converts in its answer only.
 
 Why this module is long: the script mirrors the whole rule (about 400 lines of Lua).
 """
@@ -50,15 +54,22 @@ SCRIPT = r"""
 -- Mirrors src/resilient_trading/_limiter_rules.py (same rule, same fields).
 -- KEYS[1]: the header; KEYS[2]: sharers' heartbeats; KEYS[3..]: the caller's limits' logs,
 -- each named KEYS[1]..':r:'..budget..':'..period (logs of others' limits: the same names)
--- ARGV: op, sharer, heartbeat (1/0), nrings, (budget, period_ms, width_ms) * nrings, op args
+-- ARGV: op, sharer, flags, nrings, (budget, period_ms, width_ms) * nrings, op args
+-- flags: 1 = heartbeat (count this sharer); 2 = the caller wrote this budget recently, so
+-- its header must exist (every key outlives the last write by two windows and a minute)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000   -- ms, fractional
 local floor_now, ceil_now = math.floor(now), math.ceil(now)
-local op, sharer, beat, nrings = ARGV[1], ARGV[2], ARGV[3] == '1', tonumber(ARGV[4])
+local flags = tonumber(ARGV[3])
+local op, sharer, beat, nrings = ARGV[1], ARGV[2], flags % 2 == 1, tonumber(ARGV[4])
+local expect = flags >= 2
 local extra = 4 + 3 * nrings
 local MAX_AHEAD = 86400000
 local REC = 16
 local MAGIC = 'RL5:'
+-- a budget found lost stays paused at least this long (ms): a sharer on its local share
+-- retries within 2 s (its longest backoff) and writes its admissions back when it does
+local LOST_HOLD = 2500
 local HEAD, HEAD_SIZE = '>c4ddddddd', 60
 local RING, RING_SIZE = '>dddddddddd', 80
 
@@ -78,7 +89,7 @@ end
 
 -- the header
 local raw = redis.call('GET', KEYS[1])
-local st, repaired, migrated = nil, false, false
+local st, repaired, migrated, lost = nil, false, false, false
 if raw then
   if string.sub(raw, 1, 4) == MAGIC and #raw >= HEAD_SIZE then
     local _, paused, last, nxt, contended, expires, nq, nr = struct.unpack(HEAD, raw)
@@ -117,6 +128,11 @@ if raw then
     end
   end
   if not st then repaired = true end
+elseif expect then
+  -- the header is gone though this caller wrote it lately: Redis restarted empty, was
+  -- flushed or the key deleted. What was admitted in the window is unknown: repaired, and
+  -- paused until the sharers that saw the restart as an outage have merged
+  repaired, lost = true, true
 end
 if not st then
   st = {paused_until = 0, last = floor_now, next = 0, contended = 0, expires = 0, rings = {},
@@ -137,6 +153,7 @@ for r = 1, nrings do
   if not found then
     found = new_ring(budget, period, tonumber(ARGV[4 + 3 * r]))
     found.i, found.w = {}, {}
+    found.seed = #st.rings > 0  -- a limit new to this key: seeded below, not empty
     st.rings[#st.rings + 1] = found
   end
   found.key = KEYS[2 + r]  -- the caller names its own logs (the same names as ring_key)
@@ -259,8 +276,34 @@ if not fast and not repaired then
   end
 end
 
+-- a limit new to this key counts what the key admitted already: the buckets of the longest
+-- existing limit (every admission is counted in every limit), stamps rounded up to its width
+if not repaired then
+  local src = nil
+  for _, ring in ipairs(st.rings) do
+    if not ring.seed and ring.i and (not src or ring.period > src.period) then src = ring end
+  end
+  for _, ring in ipairs(st.rings) do
+    if ring.seed and src then
+      local ii, ww, n = ring.i, ring.w, 0
+      for k = 1, #src.i do
+        local idx = math.ceil(src.i[k] * src.width / ring.width)
+        if n > 0 and ii[n] == idx then
+          ww[n] = ww[n] + src.w[k]
+        else
+          n = n + 1
+          ii[n], ww[n] = idx, src.w[k]
+        end
+        ring.total = ring.total + src.w[k]
+      end
+    end
+  end
+end
+
 if repaired then  -- a lost log: start afresh, the budget spent for one window
-  local fresh = {paused_until = ceil_now + longest, last = floor_now, next = 0, contended = 0,
+  local hold = longest
+  if lost then hold = math.max(longest, LOST_HOLD) end
+  local fresh = {paused_until = ceil_now + hold, last = floor_now, next = 0, contended = 0,
                  expires = 0, rings = {}, queue = {}}
   st, queue = fresh, fresh.queue
   for r = 1, nrings do
@@ -455,6 +498,12 @@ if not fast then
     for pos, q in ipairs(queue) do
       if q[1] == at and q[3] == token then
         table.remove(queue, pos)
+        -- the pacing cursor moves back by this reservation's pace
+        local pace = 0
+        for _, ring in ipairs(st.rings) do
+          pace = math.max(pace, weight * ring.period / ring.budget)
+        end
+        if st.next > 0 then st.next = math.max(0, st.next - pace) end
         for _, ring in ipairs(st.rings) do
           local idx = math.ceil(at / ring.width)
           for k = 1, #ring.i do
@@ -489,7 +538,18 @@ if not fast then
     local hold = tonumber(ARGV[extra + 2 * n + 2])
     local others = tonumber(ARGV[extra + 2 * n + 3])
     if others > 0 then
-      for _, ring in ipairs(mine) do add(ring, ceil_now + hold, math.ceil(ring.budget * others)) end
+      -- one reserve for the fleet, not one per sharer back: what earlier merges reserved
+      -- (weight ahead of now beyond the queued reservations) counts toward this one
+      local queued = 0
+      for _, q in ipairs(queue) do if q[1] > ceil_now then queued = queued + q[2] end end
+      for _, ring in ipairs(mine) do
+        local ahead = 0
+        for k = 1, #ring.i do
+          if ring.i[k] * ring.width > ceil_now then ahead = ahead + ring.w[k] end
+        end
+        local want = math.ceil(ring.budget * others) - math.max(0, ahead - queued)
+        if want > 0 then add(ring, ceil_now + hold, want) end
+      end
     end
     result = {1}
   else -- status
@@ -518,7 +578,9 @@ if latest + 2 * longest_all + 60000 > st.expires then
 end
 local ttl = st.expires - floor_now
 
-if fast or write or repaired or migrated or step > 0 then
+-- a status read never writes: it reports what it found (repaired or converted in its
+-- answer only), so it can neither undo a repair nor make one
+if op ~= 'status' and (fast or write or repaired or migrated or step > 0) then
   local parts = {}
   for r, ring in ipairs(st.rings) do
     if ring.i then  -- rewrite the decoded log whole, without zero buckets in front
@@ -573,6 +635,7 @@ end
 
 if fast and sharers < 0 then return result end  -- the common answer: one integer
 if fast then result = {1, tostring(result), tostring(ceil_now), '0', 0, 0, ''} end
+-- the list answer ends with: sharers, server time, clock step, status, repaired (1/0)
 result[#result + 1] = sharers
 result[#result + 1] = tostring(now)
 result[#result + 1] = step
@@ -588,6 +651,7 @@ if op == 'status' then
 else
   result[#result + 1] = ''
 end
+result[#result + 1] = repaired and 1 or 0
 return result
 """
 
@@ -619,11 +683,13 @@ class Command:
         self._sharer = _bulk(sharer)
         self._rings = b"".join(map(_bulk, flat))
         self._count = 3 + len(keys) + 3 + len(flat)  # EVALSHA sha n keys.. op sharer beat rings..
-        self._ops: dict[tuple[str, bool, int], bytes] = {}
+        self._ops: dict[tuple[str, int, int], bytes] = {}
 
-    def frame(self, op: str, beat: bool, *args: Any) -> bytes:
-        """The whole command for ``op`` with its arguments (``beat``: count this sharer)."""
-        key = (op, beat, len(args))
+    def frame(self, op: str, beat: bool, *args: Any, expect: bool = False) -> bytes:
+        """The whole command for ``op`` with its arguments (``beat``: count this sharer;
+        ``expect``: the caller wrote the budget lately, so a missing header means it was lost)."""
+        flags = (1 if beat else 0) + (2 if expect else 0)
+        key = (op, flags, len(args))
         prefix = self._ops.get(key)
         if prefix is None:
             prefix = (
@@ -631,7 +697,7 @@ class Command:
                 + self._head
                 + _bulk(op)
                 + self._sharer
-                + _bulk(b"1" if beat else b"0")
+                + _bulk(flags)
                 + self._rings
             )
             self._ops[key] = prefix

@@ -14,16 +14,21 @@ The hot path skips what redis-py does per command: the command is sent as bytes 
 from redis-py's pool, so connecting, timeouts and TLS are redis-py's), and the common answer
 is a single integer.
 
-When Redis cannot be reached (``on_error="fallback"``, the default), the budget does not raise:
+When Redis cannot be reached, or refuses writes (out of memory, read-only, ``MISCONF``)
+(``on_error="fallback"``, the default), the budget does not raise:
 
 1. It logs one warning and switches to a *local share*: each limit's budget divided by the
-   number of sharers seen alive at the last contact (heartbeats in ``...:sharers``). The first
+   most sharers this process ever counted alive (heartbeats in ``...:sharers``), at least
+   ``expected_sharers`` (a sharer that never reached Redis has counted nobody). The first
    window after the outage is treated as full (what others admitted just before it is
    unknown), then this process admits at most ``budget // N`` per window.
 2. It retries Redis with exponential backoff (0.25 s doubling to 2 s).
 3. Back in contact (even with an empty Redis after a restart), it first writes its own
    admissions of the last window back, plus a reserve covering sharers still on their local
-   share for one backoff interval and one window, then resumes sharing the budget.
+   share for one backoff interval and one window (one reserve for the fleet: later merges top
+   it up), then resumes sharing the budget.
+4. A sharer that wrote the budget lately and finds its header gone (Redis restarted empty
+   unseen, ``FLUSHDB``, the key deleted) has the script repair it: spent for one window.
 
 Why this module is long: the outage mode (local share, backoff, merge, grace window) is
 most of it; the script and its argument encoding live in :mod:`resilient_trading._limiter_lua`.
@@ -34,6 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import secrets
 import threading
 import time
@@ -55,6 +61,13 @@ _BACKOFF_MAX = 2.0
 _BEAT_EVERY = 1.0
 #: A connection idle this long (seconds) is tried once more when it fails (see ``_call``).
 _IDLE_RECHECK = 1.0
+#: Error codes of a Redis that is up but cannot serve the budget now (out of memory with
+#: ``noeviction``, a read-only replica after a failover, a failed snapshot, still loading):
+#: handled like an unreachable Redis, never raised to every caller.
+_UNAVAILABLE = re.compile(r"\b(OOM|READONLY|MISCONF|LOADING|MASTERDOWN|NOREPLICAS|TRYAGAIN)\b")
+#: Local share divisor of a sharer that never counted the others (it started during an
+#: outage): see ``expected_sharers`` of :class:`RedisBudget`.
+DEFAULT_EXPECTED_SHARERS = 4
 
 
 def _strip_credentials(url: str) -> str:
@@ -76,6 +89,7 @@ class RedisBudget:
         base: Callable[[], float],
         on_error: str = "fallback",
         timeout: float = 2.0,
+        expected_sharers: int = DEFAULT_EXPECTED_SHARERS,
     ) -> None:
         try:
             import redis
@@ -104,20 +118,15 @@ class RedisBudget:
         self._rings = rings
         self._base = base
         self._on_error = on_error
-        self._sharer = secrets.token_hex(8)
-        # every key a call touches is named (Redis Cluster routes by them): the header, the
-        # heartbeats and this limiter's logs (logs of limits only other sharers configured
-        # are reached by name from the header, on the same slot)
-        logs = [f"{self._keys[0]}:r:{r.budget}:{r.period_ms}" for r in rings]
-        self._cmd = Command(
-            [*self._keys, *logs],
-            self._sharer,
-            [(r.budget, r.period_ms, r.width_ms) for r in rings],
-        )
         self._conn: Any = None  # one connection from the pool, this process's, under _lock
         self._pid = 0
+        self._new_sharer()
         self._used_at = -math.inf  # when the connection last answered (time.monotonic)
         self._beat_at = -math.inf  # when this sharer's heartbeat was last sent (base clock)
+        self._wrote_at = -math.inf  # when this sharer last wrote the budget (base clock)
+        # a write keeps every key two windows and a minute (see _limiter_lua): within that, a
+        # missing header was lost, not expired
+        self._keeps = 2 * max((r.period_ms for r in rings), default=0) / 1000 + 60.0
         self._lock = threading.RLock()
         # this process's own admissions, on the local time base (for the merge after an outage)
         self._mine = rules.LimiterState(
@@ -125,11 +134,56 @@ class RedisBudget:
         )
         self._untrimmed = 0  # admissions logged in _mine since it was last trimmed
         self._sharers = 1
+        # the local share's divisor: the most sharers ever counted here, at least the expected
+        # number (a sharer idle > 10 s drops out of the count; one that never reached Redis
+        # has no count at all)
+        self._expected = expected_sharers
+        self._sharers_peak = 0
+        self._lost = False  # the budget was found lost (repaired) by the last call
         self._local: rules.LimiterState | None = None  # set while on the local share
         self._grace: rules.LimiterState | None = None  # the local share, one window after
         self._grace_until = 0.0
         self._retry_at = 0.0
         self._backoff = _BACKOFF_MIN
+
+    def _new_sharer(self) -> None:
+        """A fresh sharer id and the command encoding it (at start and in a forked child:
+        a child sharing its parent's id would be counted as one sharer)."""
+        key = self._keys[0]
+        self._sharer = secrets.token_hex(8)
+        # every key a call touches is named (Redis Cluster routes by them): the header, the
+        # heartbeats and this limiter's logs (logs of limits only other sharers configured
+        # are reached by name from the header, on the same slot)
+        logs = [f"{key}:r:{r.budget}:{r.period_ms}" for r in self._rings]
+        self._cmd = Command(
+            [*self._keys, *logs],
+            self._sharer,
+            [(r.budget, r.period_ms, r.width_ms) for r in self._rings],
+        )
+        self._owner = os.getpid()
+        self._beat_at = -math.inf
+
+    def _is_outage(self, exc: Exception) -> bool:
+        """Redis unreachable, or up but unable to serve the budget now (handled alike)."""
+        errors = self._redis.exceptions
+        if isinstance(
+            exc,
+            (
+                errors.ConnectionError,  # BusyLoadingError (LOADING) too
+                errors.TimeoutError,
+                errors.OutOfMemoryError,
+                errors.ReadOnlyError,
+                errors.MasterDownError,
+                errors.TryAgainError,
+            ),
+        ):
+            return True
+        # codes redis-py has no class for stay in the message (MISCONF, NOREPLICAS)
+        return isinstance(exc, errors.ResponseError) and bool(_UNAVAILABLE.search(str(exc)[:120]))
+
+    def _share_divisor(self) -> int:
+        """How many sharers the local share assumes (see ``_enter_fallback``)."""
+        return max(self._sharers_peak, self._sharers, self._expected)
 
     @property
     def location(self) -> str:
@@ -143,6 +197,12 @@ class RedisBudget:
     def sharers(self) -> int:
         """Sharers seen alive at the last contact with Redis."""
         return self._sharers
+
+    @property
+    def share(self) -> int:
+        """The local share's divisor in an outage: the most sharers ever counted here, at
+        least ``expected_sharers``."""
+        return self._share_divisor()
 
     def close(self) -> None:
         with self._lock:
@@ -177,9 +237,13 @@ class RedisBudget:
 
     def _eval(self, op: str, *args: Any) -> Any:
         """One ``EVALSHA``: an ``int`` for the common reserve or charge, else the list."""
+        if self._owner != os.getpid():  # a forked child: its own sharer, counted apart
+            self._new_sharer()
         now = self._base()
         beat = op != "status" and now - self._beat_at >= _BEAT_EVERY
-        frame = self._cmd.frame(op, beat, *args)
+        # wrote lately: the header must be there, a missing one was lost (restart, flush)
+        expect = op != "status" and now - self._wrote_at < self._keeps
+        frame = self._cmd.frame(op, beat, *args, expect=expect)
         try:
             reply = self._call(frame)
         except self._redis.exceptions.NoScriptError:  # first use, or Redis restarted
@@ -188,10 +252,23 @@ class RedisBudget:
         if beat:
             self._beat_at = now
         if type(reply) is int:
+            self._wrote_at = now
             return reply
-        if int(reply[-4]) > 0:  # -1: no heartbeat this call, the count not re-read
-            self._sharers = int(reply[-4])
-        step = int(reply[-2])
+        # the list ends with: sharers, server time, clock step, status, repaired
+        if op != "status" and not (op == "reserve" and not int(reply[0])):
+            self._wrote_at = now  # written (a refused reserve and a status read are not)
+        if int(reply[-5]) > 0:  # -1: no heartbeat this call, the count not re-read
+            self._sharers = int(reply[-5])
+            self._sharers_peak = max(self._sharers_peak, self._sharers)
+        self._lost = op != "status" and bool(int(reply[-1]))
+        if self._lost:
+            log.warning(
+                "rate budget %s: the shared budget in Redis was lost or damaged (Redis "
+                "restarted empty, flushed, or a key deleted or overwritten); it counts as "
+                "spent for one window",
+                self.location,
+            )
+        step = int(reply[-3])
         if step:
             log.warning(
                 "rate budget %s: the Redis server's clock stepped back %.3fs; stored times "
@@ -210,7 +287,9 @@ class RedisBudget:
                 return False
             try:
                 self._recover()
-            except (self._redis.ConnectionError, self._redis.TimeoutError):
+            except self._redis.RedisError as exc:
+                if not self._is_outage(exc):
+                    raise
                 self._retry_at = self._base() + self._backoff
                 self._backoff = min(_BACKOFF_MAX, self._backoff * 2)
                 return False
@@ -223,15 +302,15 @@ class RedisBudget:
                 return None
             try:
                 return self._eval(op, *args)
-            except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
-                if self._on_error == "raise":
-                    raise NetworkError(
-                        f"Redis at {self.location} failed: {type(exc).__name__}; the shared "
-                        "rate budget cannot be reached"
-                    ) from exc
-                self._enter_fallback(exc)
-                return None
             except self._redis.RedisError as exc:
+                if self._is_outage(exc):
+                    if self._on_error == "raise":
+                        raise NetworkError(
+                            f"Redis at {self.location} failed: {type(exc).__name__}; the "
+                            "shared rate budget cannot be reached"
+                        ) from exc
+                    self._enter_fallback(exc)
+                    return None
                 raise NetworkError(
                     f"Redis at {self.location} failed: {type(exc).__name__}: "
                     f"{redact(str(exc))[:200]}"
@@ -239,7 +318,7 @@ class RedisBudget:
 
     def _enter_fallback(self, exc: Exception) -> None:
         now = self._base()
-        n = self._sharers
+        n = self._share_divisor()
         rings = [rules.Ring(max(1, r.budget // n), r.period_ms, r.width_ms) for r in self._rings]
         local = rules.LimiterState(rings=rings)
         rules.trim(local, now)
@@ -249,7 +328,8 @@ class RedisBudget:
         self._retry_at = now + _BACKOFF_MIN
         self._backoff = _BACKOFF_MIN * 2
         log.warning(
-            "rate budget %s: Redis unreachable (%s); admitting on a local share of 1/%d of "
+            "rate budget %s: Redis unreachable or refusing writes (%s); admitting on a local "
+            "share of 1/%d of "
             "each limit until it is back",
             self.location,
             type(exc).__name__,
@@ -266,7 +346,8 @@ class RedisBudget:
         for index, weight in ring.buckets:
             if weight:
                 pairs += [max(0, now_ms - index * ring.width_ms), weight]
-        others = (self._sharers - 1) / self._sharers
+        n = self._share_divisor()
+        others = (n - 1) / n
         hold = math.ceil(_BACKOFF_MAX * 1000)
         self._eval("merge", len(pairs) // 2, *pairs, hold, others)
         # for one more window this process also keeps to its local share: what it admitted
@@ -348,7 +429,7 @@ class RedisBudget:
             if weight > min(r.budget for r in local.rings):
                 raise RateLimitedError(
                     f"Redis at {self.location} is unreachable and weight {weight} exceeds "
-                    f"this process's local share of the budget (1/{self._sharers}); retry "
+                    f"this process's local share of the budget (1/{self._share_divisor()}); retry "
                     "when Redis is back",
                     retry_after=self._backoff,
                     source="local",
@@ -395,4 +476,4 @@ class RedisBudget:
             with self._lock:
                 assert self._local is not None
                 return rules.from_json(rules.to_json(self._local)), self._base()
-        return rules.from_json(json.loads(reply[-1])), float(reply[-3]) / 1000
+        return rules.from_json(json.loads(reply[-2])), float(reply[-4]) / 1000

@@ -354,12 +354,22 @@ def apply(state: LimiterState, decision: Decision) -> None:
 
 
 def release(state: LimiterState, at_ms: int, weight: int, token: int) -> bool:
-    """Give back a reservation not yet reached (a cancelled waiter). True when found."""
+    """Give back a reservation not yet reached (a cancelled waiter). True when found.
+
+    The pacing cursor moves back by the pace the reservation took, so waiters that gave up
+    hold nobody back. Pacing only ever delays (every window is still checked, and a newcomer
+    still goes after the reservations queued), so moving it back cannot put a window over
+    budget nor let anyone overtake.
+    """
     for pos, entry in enumerate(state.queue):
         if entry[0] == at_ms and entry[2] == token:
             del state.queue[pos]
+            pace = 0.0
             for ring in state.rings:
                 ring.remove(at_ms, weight)
+                pace = max(pace, weight * ring.period_ms / ring.budget)
+            if state.next_ms:
+                state.next_ms = max(0.0, state.next_ms - pace)
             return True
     return False
 
@@ -387,8 +397,11 @@ def sync_rings(state: LimiterState, wanted: list[Ring]) -> list[Ring]:
     """Make sure every wanted ring exists; return the state's rings matching ``wanted``.
 
     Rings other sharers configured stay (every admission is counted in all of them, which is
-    only ever conservative); an empty ring nobody here wants is dropped.
+    only ever conservative); an empty ring nobody here wants is dropped. A ring new to the
+    state starts with the buckets of the longest existing ring (stamps rounded up to its own
+    width), so a limit new to a key counts what the key admitted already; trim afterwards.
     """
+    source = max(state.rings, key=lambda r: r.period_ms, default=None)
     mine: list[Ring] = []
     for want in wanted:
         for ring in state.rings:
@@ -397,6 +410,9 @@ def sync_rings(state: LimiterState, wanted: list[Ring]) -> list[Ring]:
                 break
         else:
             fresh = Ring(want.budget, want.period_ms, want.width_ms)
+            if source is not None:
+                for index, weight in source.buckets:
+                    fresh.add(index * source.width_ms, weight)
             state.rings.append(fresh)
             mine.append(fresh)
     state.rings = [r for r in state.rings if r.total > 0 or any(r is m for m in mine)]

@@ -89,6 +89,7 @@ class StateBudget:
                 state, [rules.Ring(r.budget, r.period_ms, r.width_ms) for r in self._rings]
             )
             state.rings = mine + [r for r in state.rings if not any(r is m for m in mine)]
+            rules.trim(state, now)  # a new ring seeded from a longer one: what left its window
         self._checked = state.rings
         return state
 

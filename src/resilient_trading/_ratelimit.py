@@ -47,7 +47,7 @@ from resilient_trading._clock import SYSTEM_CLOCK, Clock, SystemClock
 from resilient_trading._errors import RateLimitedError
 from resilient_trading._events import LimiterEvent, emit, event_text, listening
 from resilient_trading._limiter_state import Refused, StateBudget
-from resilient_trading._validate import check_number
+from resilient_trading._validate import check_int, check_number
 from resilient_trading.backends import FileState, MemoryState
 
 __all__ = ["LimiterStatus", "RateLimit", "RateLimiter", "WindowStatus"]
@@ -173,6 +173,12 @@ class RateLimiter:
             Redis slower than that is treated as unreachable, so a hung Redis cannot hold an
             ``acquire(timeout=1)`` for longer).
         lock_timeout: File only: seconds to wait for the file lock.
+        expected_sharers: Redis only: how many processes share the budget, at least. In an
+            outage each sharer admits ``budget // N`` per window, N being the most sharers
+            it ever counted in Redis and at least ``expected_sharers`` (default 4: a
+            sharer that starts while Redis is down has counted nobody). Set it to the
+            fleet's size (1 for a single process); a fleet larger than both over-admits
+            during an outage by at most that ratio (see the how-to).
 
     Example:
         >>> limiter = RateLimiter(RateLimit(10, 1.0))
@@ -193,6 +199,7 @@ class RateLimiter:
         on_backend_error: Literal["fallback", "raise"] = "fallback",
         redis_timeout: float = 0.5,
         lock_timeout: float | None = 10.0,
+        expected_sharers: int = 4,
     ) -> None:
         limits = (limit, *more_limits)
         for item in limits:
@@ -207,6 +214,7 @@ class RateLimiter:
                 f"on_backend_error must be 'fallback' or 'raise', got {on_backend_error!r}"
             )
         in_flight = check_number("in_flight", in_flight, positive=False)
+        check_int("expected_sharers", expected_sharers, minimum=1)
         rings = [rules.ring_for(lim.budget, lim.period, in_flight) for lim in limits]
         if granularity is not None:
             width = math.ceil(check_number("granularity", granularity) * 1000)
@@ -235,6 +243,7 @@ class RateLimiter:
                 base=self._base,
                 on_error=on_backend_error,
                 timeout=check_number("redis_timeout", redis_timeout),
+                expected_sharers=expected_sharers,
             )
         else:
             self._base = time_base(clock)
@@ -362,7 +371,7 @@ class RateLimiter:
             if mode == "fallback":
                 text = (
                     f"rate budget {self._event_name}: Redis unreachable; admitting on a local "
-                    f"share of 1/{self._budget.sharers} of each limit until it is back"
+                    f"share of 1/{self._budget.share} of each limit until it is back"
                 )
             else:
                 text = f"rate budget {self._event_name}: Redis is back; sharing the budget again"
@@ -547,6 +556,9 @@ def status_of(
         for lim in limits:
             period_ms = rules.ring_for(lim.budget, lim.period, in_flight).period_ms
             found = [r for r in state.rings if r.budget == lim.budget and r.period_ms == period_ms]
+            if not found and state.rings:  # new to the key: counts what the key admitted
+                fresh = rules.ring_for(lim.budget, lim.period, in_flight)
+                found = rules.sync_rings(rules.LimiterState(rings=list(state.rings)), [fresh])
             pairs.append((lim.budget, period_ms, found[0] if found else None))
     for budget, period_ms, ring in pairs:
         used = 0 if ring is None else ring.used_at(now_ms)
