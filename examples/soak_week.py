@@ -6,9 +6,13 @@ buffer (``--address-buffer``) and is paced to a horizon of ``--days`` days of
 (at the demo's pace: one-minute candles every second) runs with a dead man's switch beating
 from its own process, is killed with SIGKILL at random moments and restarted on the same
 state; the switch's watchdog (``resilient-trading watchdog``) must cancel the killed bot's
-orders. Another process spends the same IP budget. An observer (the simulator seen from
-another IP, without faults) samples the exchange every ``--sample-every`` seconds: the
-position against its open stop orders, the live state file, the address budget. At the end
+orders. Each life rests a *bait*, a GTC buy at half the mid with a cloid starting
+``0xba17``, that the bot never tracks: after a kill only the switch can cancel it, so the
+switch's cancel is exercised on the kills it is on the book for (and ``--no-watchdog`` must
+make the run fail). A clean exit cancels its own bait. Another process spends the same IP
+budget. An observer (the simulator seen from another IP, without faults) samples the
+exchange every ``--sample-every`` seconds: the position against its open stop orders, the
+live state file, the address budget. At the end
 the market is frozen, the bot reconciles once more and stops cleanly.
 
 The report (a printed table and ``week_report.json`` in the run directory) holds: actions
@@ -53,6 +57,7 @@ from examples.soak_week_rules import (  # noqa: E402
     broken,
     exposures,
     projection,
+    runway_days,
     time_throttled,
 )
 
@@ -89,30 +94,170 @@ print(calls)
 
 # --- the bot's process: the bot with its dead man's switch -------------------------------------
 
+#: The cloids of the soak's bait orders start with this (16 bytes: ``0xba17`` + 28 hex digits).
+BAIT_PREFIX = "0xba17"
+#: The bait: a resting GTC buy this far below the mid (never fills), worth about $12.
+BAIT_PRICE_RATIO = 0.5
+BAIT_USD = 12.0
+
+
+class CalledOff(BaseException):
+    """The bait was called off (a clean exit) while it waited for the address budget: like a
+    cancellation, it unwinds the wait before anything is sent."""
+
+
+class StoppableClock:
+    """The system clock, whose waits end with :class:`CalledOff` once ``stop`` is set (the
+    bait's pacing under a throttled address can last longer than the bot's life)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+
+    def time(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if self.stop.wait(max(0.0, seconds)):
+            raise CalledOff
+
+    async def sleep_async(self, seconds: float) -> None:
+        import asyncio
+
+        await asyncio.sleep(max(0.0, seconds))
+
+
+class Bait(threading.Thread):
+    """One resting, non-reduce-only order per bot life that only the switch may cancel.
+
+    The bot keeps no trace of it (its cloid is not in the bot's state), so after a
+    ``kill -9`` nothing but the dead man's switch can take it off the book: the soak's
+    "orders of killed bots left open" counts it. Placed from the bot's process with the same
+    key, budgets and nonces as the bot (``budget.json``, ``address.json``, ``nonce.json``)
+    so it costs what any order costs (under a throttled address it may wait past the life's
+    end and never be placed: the report counts the kills it was on the book for); a clean
+    exit calls it off or cancels it (:meth:`cancel`).
+    """
+
+    def __init__(self, url: str, key: str, state_dir: Path, *, lasts_hours: float) -> None:
+        super().__init__(name="soak-bait", daemon=True)
+        self.url, self.key, self.state_dir = url, key, state_dir
+        self.lasts_hours = lasts_hours
+        self.cloid = BAIT_PREFIX + os.urandom(14).hex()
+        self.stop = threading.Event()
+        #: ``True`` once the exchange has the bait resting; ``False`` if it never got there.
+        self.placed: bool | None = None
+        self.exchange: Any = None
+
+    def run(self) -> None:
+        from eth_account import Account
+        from hyperliquid.utils.types import Cloid
+
+        from examples.hyperliquid_bot.nonce import NonceSource, install
+        from resilient_trading import RateLimiter, ResilienceError, RetryPolicy
+        from resilient_trading.presets import hyperliquid as hl
+
+        wallet = Account.from_key(self.key)
+        limiter = RateLimiter(
+            hl.REST_LIMIT.scaled(0.9), state_path=self.state_dir / "budget.json", key="hyperliquid"
+        )
+        budget = hl.AddressBudget(
+            wallet.address,
+            lasts=timedelta(hours=self.lasts_hours),
+            state_path=self.state_dir / "address.json",
+            clock=StoppableClock(self.stop),
+        )
+        retry = RetryPolicy(attempts=4, base_delay=0.1, max_delay=2.0)
+        install(NonceSource(self.state_dir / "nonce.json"))  # what the bot installs too
+        while not self.stop.is_set():
+            try:
+                info = hl.wrap_info(
+                    hl.make_info(self.url, limiter, timeout=2), limiter, retry=retry
+                )
+                mid = float(info.all_mids()["BTC"])
+                raw = hl.make_exchange(
+                    wallet, self.url, limiter, meta=info.meta(), spot_meta=info.spot_meta()
+                )
+                self.exchange = hl.wrap_exchange(
+                    raw, limiter, retry=retry, address_budget=budget, info=info
+                )
+                px = float(round(mid * BAIT_PRICE_RATIO))
+                size = round(BAIT_USD / px, 5)
+                answer = self.exchange.order(
+                    "BTC", True, size, px, {"limit": {"tif": "Gtc"}}, cloid=Cloid(self.cloid)
+                )
+                kinds = [outcome.kind for outcome in hl.outcomes(answer)]
+                self.placed = kinds == ["resting"]
+                print(f"bait {self.cloid}: {kinds} at {px:g}", flush=True)
+                return
+            except CalledOff:
+                print(f"bait {self.cloid}: called off while paced, never sent", flush=True)
+                break
+            except (ResilienceError, OSError, ValueError, KeyError) as exc:
+                print(f"bait {self.cloid} not placed yet: {exc!r}", flush=True)
+                self.stop.wait(1.0)
+        self.placed = False
+
+    def cancel(self, *, timeout: float = 60.0) -> bool:
+        """Stop trying; cancel the bait if it was placed. ``True`` when none is left."""
+        from hyperliquid.utils.types import Cloid
+
+        from resilient_trading import ResilienceError
+
+        self.stop.set()
+        self.join(timeout)
+        if self.is_alive():
+            print(f"bait {self.cloid}: still being placed after {timeout:g}s", flush=True)
+            return False
+        if not self.placed:
+            return True
+        try:
+            answer = self.exchange.cancel_by_cloid("BTC", Cloid(self.cloid))
+        except ResilienceError as exc:
+            print(f"bait {self.cloid}: cancel failed: {exc!r}", flush=True)
+            return False
+        print(f"bait {self.cloid}: cancelled on the clean exit: {answer}", flush=True)
+        return True
+
 
 def bot_process(argv: Sequence[str]) -> int:
-    """The bot, with a :class:`DeadMansSwitch` in watchdog mode beating from this process.
+    """The bot, with a :class:`DeadMansSwitch` in watchdog mode beating from this process,
+    and its :class:`Bait`.
 
     ``kill -9`` stops the beats, and ``resilient-trading watchdog`` cancels the orders. The
-    switch is disarmed only when the bot stops cleanly (exit 0): a crash is not a decision.
+    switch is disarmed only when the bot stops cleanly (exit 0) and its bait is cancelled: a
+    crash is not a decision, and a bait left on the book is the switch's to cancel.
     """
     from eth_account import Account
 
-    from examples.hyperliquid_bot.bot import main as bot_main
     from resilient_trading.presets import hyperliquid as hl
 
     parser = argparse.ArgumentParser(prog="soak_week.py bot")
     parser.add_argument("--switch-deadline", type=float, required=True)
     parser.add_argument("--state-dir", required=True)
     known, rest = parser.parse_known_args(argv)
-    address = Account.from_key(os.environ["HYPERLIQUID_PRIVATE_KEY"]).address
+    key = os.environ["HYPERLIQUID_PRIVATE_KEY"]
+    address = Account.from_key(key).address
     # The watchdog mode needs only the address (a fresh account may not scheduleCancel).
     signer = SimpleNamespace(vault_address=None, account_address=address)
     switch = hl.DeadMansSwitch(
         signer, deadline=known.switch_deadline, state_dir=known.state_dir, mode="watchdog"
     )
     switch.start()
+    seen = argparse.ArgumentParser(add_help=False)
+    seen.add_argument("--base-url", required=True)
+    seen.add_argument("--address-lasts-hours", type=float, required=True)
+    where, _ = seen.parse_known_args(rest)
+    bait = Bait(where.base_url, key, Path(known.state_dir), lasts_hours=where.address_lasts_hours)
+    bait.start()  # before the bot's imports: on the book early in each life
+
+    from examples.hyperliquid_bot.bot import main as bot_main
+
     code = bot_main([*rest, "--state-dir", known.state_dir])
+    if code == 0 and not bait.cancel():
+        code = 1  # the bait stays for the watchdog: not a clean stop
     if code == 0:
         switch.stop()
     return code
@@ -223,7 +368,10 @@ class Life:
     started: float
     ended: float | None = None
     killed: bool = False
+    #: Orders that could open or grow a position (not reduce-only) open at the kill.
     open_at_kill: int = 0
+    #: Whether this life's bait (:class:`Bait`) was among them.
+    bait_at_kill: bool = False
     cancelled_by_switch: int = 0
     #: Orders that went another way first (a stop triggered, its take-profit then cancelled
     #: by the exchange as reduce-only with no position left).
@@ -251,6 +399,8 @@ class Week:
         self.lock = threading.Lock()
         self.state_start: dict[str, float] | None = None
         self.watchdog_starts = 0
+        #: Orders already counted as left open by an earlier kill (not counted again).
+        self.left_open_oids: set[int] = set()
         #: The bot process of the current life (killed on the way out if still running).
         self.bot: subprocess.Popen[str] | None = None
 
@@ -262,6 +412,7 @@ class Week:
     def start_bot(self, url: str, key: str, duration: float, tag: str) -> subprocess.Popen[str]:
         env = {**os.environ, "HYPERLIQUID_PRIVATE_KEY": key, "PYTHONUNBUFFERED": "1"}
         lasts_hours = self.horizon / 3600
+        out = open(self.workdir / f"{tag}.out", "w")  # noqa: SIM115 (the bait's lines, tracebacks)
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -284,10 +435,11 @@ class Week:
             ],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
             text=True,
         )
+        out.close()  # the child has it
         with self.lock:
             self.lives.append(Life(started=self.now()))
         self.bot = proc
@@ -327,6 +479,7 @@ class Week:
                 if now >= next_sync:
                     status = budget.sync()
                     runway = status.runway
+                    runway_s = None if runway is None else runway.total_seconds()
                     self.syncs.append(
                         {
                             "t": round(now, 1),
@@ -334,10 +487,8 @@ class Week:
                             "used": status.used,
                             "cap": status.cap,
                             "per_hour": round(status.per_hour, 1),
-                            "runway_s": None if runway is None else round(runway.total_seconds()),
-                            "runway_days": None
-                            if runway is None
-                            else round(runway.total_seconds() / args.day_seconds, 1),
+                            "runway_s": None if runway_s is None else round(runway_s),
+                            "runway_days": runway_days(status.used, runway_s, args.day_seconds),
                             "throttled": status.throttled,
                         }
                     )
@@ -373,7 +524,9 @@ class Week:
         are gone. A bot killed before its switch's first beat has placed nothing: its
         orders are checked all the same, without waiting for a switch it never armed."""
         heartbeat = self.workdir / "heartbeat.json"
-        deadline = time.monotonic() + self.args.switch_deadline + 20.0
+        # With no watchdog nothing can fire: look once the deadline (and a poll) has passed.
+        patience = 1.5 if self.args.no_watchdog else 20.0
+        deadline = time.monotonic() + self.args.switch_deadline + patience
         fired = armed = False
         while time.monotonic() < deadline:
             try:
@@ -390,10 +543,14 @@ class Week:
             time.sleep(0.2)
         life.switch_seconds = round(self.now() - (life.ended or 0.0), 1) if fired else None
         _, _, still = observer.look()
-        # The watchdog cancels what could open or grow a position and keeps reduce-only
-        # orders (the position's stop and take-profit): those are not "left open".
-        risky = [o for o in listed if not o.get("reduceOnly")]
+        # The watchdog cancels what could open or grow a position (the bot's entries, the
+        # bait) and keeps reduce-only orders (the position's stop and take-profit): those are
+        # not "left open". An order an earlier kill already left open is not counted again.
+        risky = [
+            o for o in listed if not o.get("reduceOnly") and o["oid"] not in self.left_open_oids
+        ]
         life.open_at_kill = len(risky)
+        life.bait_at_kill = any(str(o.get("cloid")).startswith(BAIT_PREFIX) for o in risky)
         life.protection_kept = sum(1 for o in still if o.get("reduceOnly"))
         for order in risky:
             status = observer.order_status(int(order["oid"]))
@@ -401,7 +558,9 @@ class Week:
                 life.cancelled_by_switch += 1
             elif status != "open":
                 life.gone_before_switch += 1
-        life.left_open = sum(1 for o in still if not o.get("reduceOnly"))
+        left = [o for o in still if not o.get("reduceOnly") and o["oid"] not in self.left_open_oids]
+        life.left_open = len(left)
+        self.left_open_oids.update(o["oid"] for o in left)
         life.switch_missed = armed and not fired
 
     # --- the whole week ---
@@ -453,7 +612,7 @@ class Week:
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        watchdog = self.start_watchdog(url, key)
+        watchdog = None if args.no_watchdog else self.start_watchdog(url, key)
         watcher = threading.Thread(target=self.watch, args=(observer, budget), daemon=True)
         watcher.start()
         state_always_parsed = True
@@ -465,7 +624,7 @@ class Week:
                 lifetime = min(rng.uniform(args.kill_min, args.kill_max), self.horizon - self.now())
                 ends = time.monotonic() + max(1.0, lifetime)
                 while time.monotonic() < ends:
-                    if watchdog.poll() is not None:
+                    if watchdog is not None and watchdog.poll() is not None:
                         watchdog = self.start_watchdog(url, key)  # its start met a fault
                     time.sleep(0.2)
                 _, _, listed = observer.look()
@@ -483,8 +642,9 @@ class Week:
                 print(
                     f"[week] day {self.now() / args.day_seconds:.1f}: killed bot "
                     f"{len(self.lives)} (kill -9) after {lifetime:.1f}s; it had "
-                    f"{life.open_at_kill} open orders, the switch cancelled "
-                    f"{life.cancelled_by_switch}",
+                    f"{life.open_at_kill} entries working (bait: "
+                    f"{'yes' if life.bait_at_kill else 'no'}), the switch cancelled "
+                    f"{life.cancelled_by_switch}, left open {life.left_open}",
                     flush=True,
                 )
             sim.handle("/info", OBSERVER_IP, b'{"type": "simFreeze"}')
@@ -497,7 +657,8 @@ class Week:
             state_ok, detail = verify(self.workdir, observer)
             sharer.wait(timeout=60)
             try:
-                watchdog.wait(timeout=15)  # it stands down after the bot's clean stop
+                if watchdog is not None:
+                    watchdog.wait(timeout=15)  # it stands down after the bot's clean stop
             except subprocess.TimeoutExpired:
                 self.failures.append("the watchdog did not stand down after the clean stop")
             ended_state = commit_cost(self.workdir / "state.json")
@@ -565,7 +726,9 @@ class Week:
             "runway_at_syncs": self.syncs,
             "time_throttled_seconds": round(time_throttled(samples), 1),
             "kills": len(kills),
-            "kills_with_open_orders": sum(1 for life in kills if life.open_at_kill),
+            "watchdog": not args.no_watchdog,
+            "kills_with_entries_working": sum(1 for life in kills if life.open_at_kill),
+            "kills_with_bait": sum(1 for life in kills if life.bait_at_kill),
             "orders_cancelled_by_switch": sum(life.cancelled_by_switch for life in kills),
             "stops_kept_by_switch": sum(life.protection_kept for life in kills),
             "orders_gone_before_switch": sum(life.gone_before_switch for life in kills),
@@ -665,7 +828,11 @@ def print_table(result: dict[str, Any]) -> None:
             ),
         ),
         ("time throttled", f"{result['time_throttled_seconds']:g}s"),
-        ("kills (with open orders)", f"{result['kills']} ({result['kills_with_open_orders']})"),
+        (
+            "kills (with entries working)",
+            f"{result['kills']} ({result['kills_with_entries_working']}; with the bait "
+            f"{result['kills_with_bait']}; watchdog {'on' if result['watchdog'] else 'OFF'})",
+        ),
         (
             "orders cancelled by the switch",
             f"{result['orders_cancelled_by_switch']} (left open: "
@@ -674,7 +841,7 @@ def print_table(result: dict[str, Any]) -> None:
         ),
         ("stops kept by the switch", f"{result['stops_kept_by_switch']} (reduce-only: they stay)"),
         (
-            "positions unprotected past grace",
+            "unprotected past grace (time with no bot alive not charged)",
             f"{result['positions_unprotected_after_grace']} (episodes "
             f"{result['unprotected_episodes']}, longest with a bot alive "
             f"{result['unprotected_longest_with_bot_seconds']:g}s, grace "
@@ -704,9 +871,9 @@ def print_table(result: dict[str, Any]) -> None:
         rows.append(
             (
                 "a real week at this pace",
-                f"{p['actions_per_day']} actions/day ({p['actions_week']} a week; cap then "
-                f"{p['cap_week']}), history {p['history_bytes_per_day']} bytes/day, state "
-                f"{p['state_bytes']} bytes",
+                f"{p['actions_per_day']} actions/day ({p['actions_week']} a week), volume "
+                f"${p['volume_usd_per_day']}/day (real cap after 7 days {p['cap_week']}), "
+                f"history {p['history_bytes_per_day']} bytes/day, state {p['state_bytes']} bytes",
             )
         )
     width = max(len(name) for name, _ in rows)
@@ -752,6 +919,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sync-every", type=float, default=None)
     parser.add_argument("--final-seconds", type=float, default=8.0)
     parser.add_argument("--dir", default=str(ROOT / ".soak" / "week"))
+    parser.add_argument(
+        "--no-watchdog",
+        action="store_true",
+        help="start no watchdog: a check of the report, which must then fail (exit 1) with "
+        "the killed bots' orders left open",
+    )
     args = parser.parse_args(argv)
     if not args.actions_per_usd > 0:
         parser.error("--actions-per-usd must be > 0")

@@ -19,6 +19,8 @@ __all__ = [
     "FLAT_BYTES",
     "FLAT_COMMIT_MS",
     "FLAT_RATIO",
+    "REAL_ACTIONS_PER_USD",
+    "REAL_BUFFER",
     "Exposure",
     "Sample",
     "actions_by_day",
@@ -26,6 +28,7 @@ __all__ = [
     "exposures",
     "flat",
     "projection",
+    "runway_days",
     "time_throttled",
 ]
 
@@ -33,6 +36,10 @@ __all__ = [
 FLAT_RATIO = 1.5
 FLAT_BYTES = 4096
 FLAT_COMMIT_MS = 5.0
+
+#: Hyperliquid's address budget: 10,000 actions to start, plus one per USDC traded.
+REAL_BUFFER = 10_000
+REAL_ACTIONS_PER_USD = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +118,18 @@ def actions_by_day(syncs: Sequence[tuple[float, int]], day_seconds: float, days:
     return out
 
 
+def runway_days(used: int, runway_seconds: float | None, day_seconds: float) -> float | None:
+    """The runway at a sync in compressed days; ``None`` when no action was counted yet (no
+    pace to project) or the budget reports none.
+
+    >>> runway_days(0, 3200.0, 40.0), runway_days(5, 240.0, 40.0)
+    (None, 6.0)
+    """
+    if used <= 0 or runway_seconds is None:
+        return None
+    return round(runway_seconds / day_seconds, 1)
+
+
 def flat(start: float, end: float, *, slack: float) -> bool:
     """``end <= 1.5 * start + slack``: grew by no more than noise and a constant."""
     return end <= FLAT_RATIO * start + slack
@@ -122,18 +141,26 @@ def projection(result: dict[str, Any], *, restarts_per_day: float = 4.0) -> dict
     The bot trades at the demo's market pace (one-minute candles compressed by the simulator's
     speed), so each rate is per second the bot was alive, times 86,400. Restarts are the
     soak's doing (one every few seconds): each costs ``restart_actions`` (the leverage set at
-    connect, the switch's cancels, the stop re-armed after), counted here at
-    ``restarts_per_day``. Hyperliquid's budget: 10,000 actions plus one per USDC traded.
+    connect, the switch's cancels of the bot's own orders, the stop re-armed after; not the
+    soak's bait), counted here at ``restarts_per_day``.
+
+    The volume comes from what the run's cap earned: the simulator adds ``actions_per_usd``
+    actions per USDC traded, so the run traded ``(cap - buffer) / actions_per_usd`` USDC. The
+    real week is then projected with the exchange's own rule (:data:`REAL_BUFFER` actions
+    plus :data:`REAL_ACTIONS_PER_USD` per USDC), whatever the run compressed it to.
     """
     alive = max(float(result["bot_alive_seconds"]), 1.0)
     lives, kills = int(result["bot_lives"]), max(int(result["kills"]), 1)
     rearmed = int(result["stops_rearmed"])
-    restart_actions = (lives + int(result["orders_cancelled_by_switch"]) + rearmed) / kills
+    # The soak's bait (one per life, cancelled by the switch) is no cost of a real bot's restart.
+    cancelled = int(result["orders_cancelled_by_switch"]) - int(result.get("kills_with_bait", 0))
+    restart_actions = (lives + max(0, cancelled) + rearmed) / kills
     entry_orders = max(0, int(result["orders_placed"]) - rearmed)
     per_day = 86_400 / alive
     trading = entry_orders * per_day
     actions = trading + restarts_per_day * restart_actions
-    volume = (int(result["actions_cap"]) - int(result["address_buffer"])) * per_day
+    earned = int(result["actions_cap"]) - int(result["address_buffer"])
+    volume = max(0, earned) / float(result["actions_per_usd"]) * per_day
     orders = int(result["orders_placed"]) * per_day
     return {
         "restart_actions": round(restart_actions, 2),
@@ -141,8 +168,8 @@ def projection(result: dict[str, Any], *, restarts_per_day: float = 4.0) -> dict
         "actions_per_day": round(actions),
         "actions_week": round(7 * actions),
         "volume_usd_per_day": round(volume),
-        "cap_week": round(10_000 + 7 * volume),
-        "runway_days_without_volume": round(10_000 / actions, 1) if actions else None,
+        "cap_week": round(REAL_BUFFER + 7 * volume * REAL_ACTIONS_PER_USD),
+        "runway_days_without_volume": round(REAL_BUFFER / actions, 1) if actions else None,
         "history_bytes_per_day": round(orders * float(result["history_bytes_per_order"])),
         "state_bytes": int(result["state_bytes_max_last_day"]),
     }
@@ -164,6 +191,10 @@ def broken(result: dict[str, Any]) -> list[str]:
         )
     if not result["kills"]:
         failures.append("the bot was never killed: run longer (--day-seconds)")
+    if result["kills"] and not result["kills_with_entries_working"]:
+        failures.append(
+            "no kill left an order the switch had to cancel: its cancel was never exercised"
+        )
     if result["kills_switch_missed"]:
         failures.append(f"the switch did not fire after {result['kills_switch_missed']} kills")
     if result["orders_left_open_after_kills"]:

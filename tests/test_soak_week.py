@@ -3,9 +3,11 @@
 The pure verdicts (``examples/soak_week_rules.py``: exposure episodes and the grace, time
 throttled, actions per day, flatness, the invariants a report breaks, the projection) are
 checked against small reference models with hypothesis, the exposure rule also as a state
-machine driving bot lives and positions. The smoke run is the real thing, shortened: the
-simulator, the bot killed with SIGKILL and restarted, the switch's watchdog, the sharer; it
-must pass its invariants and report every field.
+machine driving bot lives and positions; the projection's arithmetic with the run's own
+volume credit (``--actions-per-usd``). The smoke runs are the real thing, shortened: the
+simulator, the bot killed with SIGKILL and restarted (each life resting a bait order only
+the switch can cancel), the switch's watchdog, the sharer. As shipped it must pass its
+invariants and report every field; with ``--no-watchdog`` it must fail (exit 1).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -31,6 +34,7 @@ from examples.soak_week_rules import (
     exposures,
     flat,
     projection,
+    runway_days,
     time_throttled,
 )
 
@@ -258,6 +262,7 @@ GOOD: dict[str, Any] = {
     "unprotected_worst": None,
     "grace_seconds": 20.0,
     "kills": 5,
+    "kills_with_entries_working": 4,
     "kills_switch_missed": 0,
     "orders_left_open_after_kills": 0,
     "state_always_parsed": True,
@@ -276,6 +281,7 @@ BAD: dict[str, Any] = {
     "http_429": 2,
     "positions_unprotected_after_grace": 1,
     "kills": 0,
+    "kills_with_entries_working": 0,  # the switch's cancel never exercised
     "kills_switch_missed": 1,
     "orders_left_open_after_kills": 2,
     "state_always_parsed": False,
@@ -307,6 +313,7 @@ RUN: dict[str, Any] = {
     "orders_placed": 20,
     "actions_cap": 8696,
     "address_buffer": 700,
+    "actions_per_usd": 1.0,
     "history_bytes_per_order": 248.5,
     "state_bytes_max_last_day": 754,
 }
@@ -327,6 +334,65 @@ def test_the_projection_shows_its_arithmetic() -> None:
     assert p["state_bytes"] == 754
 
 
+def test_the_projection_undoes_the_runs_compressed_volume_credit() -> None:
+    """H34's D6a: at 0.0005 actions per USDC, the 7,996 actions the cap earned are
+    7,996 / 0.0005 = $15.99M traded in 1/100 day, not $7,996: the real week (one action per
+    USDC) earns 2,000 x what the run's cap did."""
+    p = projection({**RUN, "actions_per_usd": 0.0005})
+    assert p["volume_usd_per_day"] == 1_599_200_000  # 7996 / 0.0005 x 100
+    assert p["cap_week"] == 10_000 + 7 * 1_599_200_000
+
+
+def test_the_soaks_bait_is_no_restart_cost() -> None:
+    """16 orders cancelled by the switch, 10 of them the soak's bait: a real restart costs
+    (16 leverage + 6 cancelled + 14 re-armed) / 15 kills = 2.4 actions."""
+    assert projection({**RUN, "kills_with_bait": 10})["restart_actions"] == 2.4
+
+
+@given(
+    st.integers(min_value=1, max_value=100_000),  # the run's buffer
+    st.integers(min_value=0, max_value=100_000),  # actions its cap earned
+    st.floats(min_value=1e-6, max_value=10.0),  # the run's actions per USDC
+    st.floats(min_value=1.0, max_value=1e6),  # seconds alive
+)
+def test_the_projected_volume_is_the_earned_credit_over_the_runs_rate(
+    buffer: int, earned: int, actions_per_usd: float, alive: float
+) -> None:
+    """Volume per day = (cap - buffer) / actions_per_usd x 86,400 / alive; the real week's
+    cap = 10,000 + 7 x that volume (the exchange's one action per USDC): the run's own rate
+    cancels out, whatever it was compressed to."""
+    run = {
+        **RUN,
+        "address_buffer": buffer,
+        "actions_cap": buffer + earned,
+        "actions_per_usd": actions_per_usd,
+        "bot_alive_seconds": alive,
+    }
+    p = projection(run)
+    volume = earned / actions_per_usd * 86_400 / alive
+    assert abs(p["volume_usd_per_day"] - volume) <= 0.5 + 1e-9 * volume
+    assert abs(p["cap_week"] - (10_000 + 7 * volume)) <= 0.5 + 1e-9 * volume
+    # Twice the run's credit per USDC is half the volume for the same earned actions.
+    doubled = projection({**run, "actions_per_usd": 2 * actions_per_usd})
+    assert abs(doubled["volume_usd_per_day"] - volume / 2) <= 0.5 + 1e-9 * volume
+
+
+@given(
+    st.integers(min_value=-3, max_value=10_000),
+    st.one_of(st.none(), st.floats(min_value=0.0, max_value=1e7)),
+    st.floats(min_value=0.1, max_value=1e5),
+)
+def test_the_runway_is_null_until_an_action_is_counted(
+    used: int, runway_s: float | None, day_seconds: float
+) -> None:
+    """H34's nit 6: no actions, no pace, no runway (not 80 days at used=0)."""
+    got = runway_days(used, runway_s, day_seconds)
+    if used <= 0 or runway_s is None:
+        assert got is None
+    else:
+        assert got == round(runway_s / day_seconds, 1)
+
+
 @given(st.floats(min_value=10.0, max_value=1e6), st.floats(min_value=1.0, max_value=10.0))
 def test_a_longer_life_for_the_same_work_projects_less(alive: float, longer: float) -> None:
     short = projection({**RUN, "bot_alive_seconds": alive})
@@ -345,6 +411,8 @@ FIELDS = {
     "runway_at_syncs",
     "time_throttled_seconds",
     "kills",
+    "kills_with_entries_working",
+    "kills_with_bait",
     "orders_cancelled_by_switch",
     "orders_left_open_after_kills",
     "stops_kept_by_switch",
@@ -363,32 +431,47 @@ FIELDS = {
 }
 
 
-def test_a_short_compressed_week_passes_and_reports_every_field(tmp_path: Path) -> None:
-    run = tmp_path / "week"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "soak_week.py"),
-            "--days",
-            "2",
-            "--day-seconds",
-            "8",
-            "--kill-min",
-            "3",
-            "--kill-max",
-            "6",
-            "--final-seconds",
-            "4",
-            "--dir",
-            str(run),
-        ],
+def week(run: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "soak_week.py"), "--dir", str(run), *extra],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=120,
     )
-    report = json.loads((run / "week_report.json").read_text())
-    assert done.returncode == 0, (report["failures"], done.stdout[-2000:])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, dict[str, Any]]]:
+    """Two short weeks at once (each has its own simulator): one as shipped, one with no
+    watchdog. Each life of the bot rests a bait order only the switch can cancel, so the
+    watchdog's cancel is exercised in both. Kills come after 4-6 s: the bait is on the book
+    by then (about 2 s into a life)."""
+    base = tmp_path_factory.mktemp("weeks")
+    short = ("--kill-min", "4", "--kill-max", "6")
+    procs = {
+        "week": week(
+            base / "week", "--days", "2", "--day-seconds", "8", "--final-seconds", "4", *short
+        ),
+        "no_watchdog": week(
+            base / "no_watchdog",
+            *("--days", "1", "--day-seconds", "10", "--final-seconds", "3", "--no-watchdog"),
+            *short,
+        ),
+    }
+    out = {}
+    for name, proc in procs.items():
+        stdout, _ = proc.communicate(timeout=150)
+        report = json.loads((base / name / "week_report.json").read_text())
+        out[name] = (proc.returncode, stdout, report)
+    return out
+
+
+def test_a_short_compressed_week_passes_and_reports_every_field(
+    runs: dict[str, tuple[int, str, dict[str, Any]]],
+) -> None:
+    code, stdout, report = runs["week"]
+    assert code == 0, (report["failures"], stdout[-2000:])
     assert not FIELDS - set(report), "fields missing from the report"
     assert report["invariants_ok"] and report["failures"] == []
     assert report["kills"] >= 1
@@ -398,6 +481,25 @@ def test_a_short_compressed_week_passes_and_reports_every_field(tmp_path: Path) 
     # kill -9 stopped the beats and the watchdog fired: the switch lives in the bot's process.
     assert report["switch_seconds_max"] is not None
     assert report["kills_switch_missed"] == 0
+    # The switch had something to cancel (the bait at least) and cancelled it.
+    assert report["kills_with_bait"] >= 1
+    assert report["orders_cancelled_by_switch"] >= report["kills_with_bait"]
+    # The final clean exit cancelled its own bait: the exchange holds only the bot's orders.
+    assert report["state_ok"], report["state_detail"]
     assert report["runway_at_syncs"], "no userRateLimit sync was recorded"
-    assert "=== compressed week ===" in done.stdout
-    assert "invariants: all hold" in done.stdout
+    assert all(s["runway_days"] is None for s in report["runway_at_syncs"] if s["used"] == 0)
+    assert "=== compressed week ===" in stdout
+    assert "invariants: all hold" in stdout
+
+
+def test_without_the_watchdog_the_killed_bots_orders_stay_and_the_week_fails(
+    runs: dict[str, tuple[int, str, dict[str, Any]]],
+) -> None:
+    """The invariant can fail: with no watchdog, the killed bot's bait stays on the book."""
+    code, stdout, report = runs["no_watchdog"]
+    assert code == 1, stdout[-2000:]
+    assert report["watchdog"] is False and report["kills_with_bait"] >= 1
+    assert report["orders_left_open_after_kills"] >= 1
+    assert report["orders_cancelled_by_switch"] == 0
+    assert any("orders of killed bots left open" in f for f in report["failures"])
+    assert "invariants: BROKEN" in stdout
