@@ -110,3 +110,44 @@ def test_equal_sharers_get_equal_shares(
     assert min(counts) >= 0.8 * max(counts), counts
     utilisation = check_windows(all_admits(results))
     assert utilisation >= 0.9, utilisation
+
+
+_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_timeout_counts_the_wait_for_another_processs_lock(tmp_path: Path) -> None:
+    """Issue #13: ``timeout`` is wall time from the call. Another process holds the budget
+    file's lock for 3 s: ``acquire(timeout=0.2)`` is refused (nothing reserved) well before
+    the lock is free, and ``try_acquire()`` answers False at once; neither waits out the
+    store's 10 s ``lock_timeout``."""
+    from resilient_trading import RateLimitedError, RateLimiter
+
+    path = tmp_path / "budget.json"
+    limiter = RateLimiter(RateLimit(100, 10.0), state_path=path)
+    limiter.acquire(1)  # the file exists
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path), "3"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(RateLimitedError, match="locked by another process"):
+            limiter.acquire(1, timeout=0.2)
+        assert time.monotonic() - started < 1.5
+        started = time.monotonic()
+        assert limiter.try_acquire(1) is False
+        assert time.monotonic() - started < 1.0
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+    assert limiter.acquire(1, timeout=5.0) == 0.0  # the lock is free again: admitted at once
+    assert limiter.status().windows[0].used == 2  # the refused calls reserved nothing
+    limiter.close()

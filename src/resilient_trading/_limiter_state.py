@@ -18,6 +18,7 @@ from typing import Any
 
 from resilient_trading import _limiter_compact as compact
 from resilient_trading import _limiter_rules as rules
+from resilient_trading._errors import LockTimeoutError, RateLimitedError
 from resilient_trading.backends import FileState, MemoryState, SharedState
 
 __all__ = ["Refused", "StateBudget"]
@@ -114,9 +115,9 @@ class StateBudget:
         self._cached = state
         return self._written
 
-    def _transact(self, fn: Any) -> Any:
+    def _transact(self, fn: Any, lock_timeout: float | None = None) -> Any:
         if self._file is not None:  # skips the parse while the file holds our last write
-            return self._file.transact_cached(fn, dumps=_dumps)
+            return self._file.transact_cached(fn, dumps=_dumps, lock_timeout=lock_timeout)
         return self._state.transact(fn)
 
     def reserve(self, weight: int, max_wait: Any, started: float) -> rules.Decision | Refused:
@@ -135,7 +136,21 @@ class StateBudget:
             rules.apply(state, decision)
             return self._store(state), decision
 
-        result: rules.Decision | Refused = self._transact(fn)
+        # The caller's timeout is wall time from its call: waiting for another process's
+        # lock counts against it too.
+        left = max_wait(started)
+        try:
+            result: rules.Decision | Refused = self._transact(fn, left)
+        except LockTimeoutError as exc:
+            if left is None:
+                raise
+            raise RateLimitedError(
+                f"rate budget {self.location}: its file stayed locked by another process "
+                f"({exc.holder or 'unknown holder'}) past this call's {left:.3f}s timeout; "
+                "nothing was reserved",
+                retry_after=0.01,
+                source="local",
+            ) from exc
         return result
 
     def release(self, decision: rules.Decision) -> bool:

@@ -283,16 +283,21 @@ class FileState:
             held = self._held = (fd, os.getpid(), st.st_ino, st.st_dev)
         return held[2:] == (at_path.st_ino, at_path.st_dev)
 
-    def _acquire(self) -> int:
+    def _acquire(self, timeout: float | None = None) -> int:
         """Take the lock on the file now at the path; its descriptor (release it after).
 
+        ``timeout`` (seconds) shortens this call's wait for the lock below ``lock_timeout``
+        (a caller with a deadline of its own: a rate limiter's ``acquire(timeout=...)``).
         A descriptor whose file was replaced from outside is dropped and the path reopened
         (then locked again): a lock on, or a read of, the old inode would miss the new file.
         """
+        wait = self._lock_timeout
+        if timeout is not None:
+            wait = timeout if wait is None else min(wait, timeout)
         for _ in range(_REOPENS):
-            if not self._lock.acquire(self._lock_timeout):
+            if not self._lock.acquire(wait):
                 raise self._lock.timeout_error(
-                    self._lock_timeout, "another process is using this shared state: try again"
+                    wait, "another process is using this shared state: try again"
                 )
             try:
                 fd = self._lock.fd()
@@ -352,7 +357,13 @@ class FileState:
         finally:
             self._lock.release()
 
-    def transact_cached(self, fn: Transition[T], *, dumps: Callable[[Any], bytes]) -> T:
+    def transact_cached(
+        self,
+        fn: Transition[T],
+        *,
+        dumps: Callable[[Any], bytes],
+        lock_timeout: float | None = None,
+    ) -> T:
         """:meth:`transact` for a hot path whose own writes dominate (a rate limiter's acquire).
 
         Same file format, same lock, same crash safety, two shortcuts: when the file still
@@ -360,8 +371,9 @@ class FileState:
         not parsed again and ``fn`` gets the very value object stored (so the caller may keep
         its own parsed copy of it); and ``dumps`` turns the new value into its JSON text, the
         caller vouching that the text is valid JSON (a base64 string needs no escaping).
+        ``lock_timeout`` shortens this call's wait for the lock (see :meth:`_acquire`).
         """
-        fd = self._acquire()
+        fd = self._acquire(lock_timeout)
         pid = os.getpid()
         try:
             raw = self._read_raw(fd)
