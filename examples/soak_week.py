@@ -893,7 +893,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--address-buffer",
         type=int,
-        default=20,
+        default=50,
         help="the address's initial actions (Hyperliquid: 10,000; small: the week spends it)",
     )
     parser.add_argument(

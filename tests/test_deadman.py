@@ -421,7 +421,8 @@ def test_a_damaged_heartbeat_never_kills_the_watchdog_and_the_last_good_one_stil
     with caplog.at_level(logging.WARNING, logger="resilient_trading"):
         dog.start()
         _until(lambda: stop.polls >= 2)  # it has read the good beat
-        (tmp_path / "heartbeat.json").write_text("{not json")
+        (tmp_path / "garbage").write_text("{not json")
+        os.replace(tmp_path / "garbage", tmp_path / "heartbeat.json")
         seen = stop.polls
         _until(lambda: stop.polls >= seen + 3)
         assert fired == [] and dog.is_alive()  # alive: not yet past the deadline

@@ -490,7 +490,7 @@ def run_watchdog(
             beat = read_heartbeat(state_dir)
         except (ResilienceError, OSError) as exc:
             damage = safe_text(exc)
-            if damage != unreadable:  # once per distinct damage, not once per poll
+            if unreadable is None:  # once when it turns unreadable, not once per poll
                 log.warning(
                     "watchdog: the heartbeat in %s cannot be read (%s); watching the last good "
                     "one: a bot that stops beating is still cancelled after its deadline",
