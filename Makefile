@@ -47,7 +47,7 @@ types: $(STAMP)
 	$(PY) -m mypy --strict tests examples benchmarks tools
 
 unit: $(STAMP) redis-server
-	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q
+	HYPOTHESIS_PROFILE=ci $(PY) -m pytest -q --durations=25
 
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
