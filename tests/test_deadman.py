@@ -434,3 +434,45 @@ def test_a_damaged_heartbeat_never_kills_the_watchdog_and_the_last_good_one_stil
         dog.join(timeout=5)
     assert fired == ["0xab"]  # once per death
     assert caplog.text.count("cannot be read") == 1
+
+
+def test_a_mark_that_cannot_be_written_leaves_the_cancels_standing_and_fires_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bookkeeping after the cancel fails (disk full writing ``fired_at``): the watchdog lives
+    on, says so, and does not cancel the same death again (the mark is kept in memory)."""
+    import errno
+
+    from resilient_trading.presets.hyperliquid import _deadman
+
+    clock = ManualClock(start=1000.0)
+    fired: list[str] = []
+    stop = _CountingStop()
+    write_heartbeat(str(tmp_path), Heartbeat("0xab", 1, 1000.0, 5.0, "watchdog"))
+
+    def full(state_dir: str, beat: Heartbeat) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def cancel(address: str) -> int:
+        fired.append(address)
+        return 1
+
+    monkeypatch.setattr(_deadman, "write_heartbeat", full)
+    dog = threading.Thread(
+        target=run_watchdog,
+        args=(str(tmp_path),),
+        kwargs={"cancel": cancel, "poll": 0.01, "clock": clock, "stop": stop},
+        daemon=True,
+    )
+    with caplog.at_level(logging.WARNING, logger="resilient_trading"):
+        dog.start()
+        _until(lambda: stop.polls >= 2)
+        clock.advance(10.0)
+        _until(lambda: fired == ["0xab"])
+        seen = stop.polls
+        _until(lambda: stop.polls >= seen + 5)
+        assert dog.is_alive()
+        stop.set()
+        dog.join(timeout=5)
+    assert fired == ["0xab"]
+    assert "could not mark" in caplog.text

@@ -504,6 +504,14 @@ def run_watchdog(
             beat = last_good
         else:
             unreadable = None
+            if (
+                beat is not None
+                and last_good is not None
+                and last_good.fired_at is not None
+                and beat.fired_at is None
+                and beat.beat_at == last_good.beat_at
+            ):
+                beat = last_good  # fired, but the mark could not be written: same death
             if beat is not None:
                 last_good = beat
         if beat is not None and beat.stopped:
@@ -557,7 +565,15 @@ def run_watchdog(
                 except (ResilienceError, OSError):
                     current = None  # still damaged: the mark lives in memory
                 if current is not None and current.beat_at == beat.beat_at:
-                    write_heartbeat(state_dir, fired)  # a new beat since? leave it alone
+                    try:  # a new beat since? leave it alone
+                        write_heartbeat(state_dir, fired)
+                    except OSError as exc:  # disk full: the cancels stand, the mark is in memory
+                        log.warning(
+                            "watchdog: cancelled, but could not mark %s as fired (%s); it is "
+                            "marked in this process",
+                            state_dir,
+                            safe_text(exc),
+                        )
         if once:
             return
         stop.wait(poll)
